@@ -1,0 +1,253 @@
+// Package atsched is the only code that talks to at, atq and atrm: it
+// hands a job's script to `at now`, so that atd starts the job outside
+// the caller's process tree, session and cgroup.
+package atsched
+
+import (
+	"bufio"
+	"bytes"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"os/exec"
+	"regexp"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/cmesh/cmesh-run/status"
+)
+
+// At is the at backend. Paths are absolute because PHP-FPM hands its
+// children no PATH; the zero value is not usable, call New.
+type At struct {
+	At, Atq, Atrm string
+	PidFiles      []string // where atd leaves its pid
+	AllowFile     string
+	DenyFile      string
+	User          string // the calling user, as at will see it
+	UID           int
+}
+
+// New returns the at backend for the calling user.
+func New(user string, uid int) *At {
+	return &At{
+		At: "/usr/bin/at", Atq: "/usr/bin/atq", Atrm: "/usr/bin/atrm",
+		PidFiles:  []string{"/run/atd.pid", "/var/run/atd.pid"},
+		AllowFile: "/etc/at.allow", DenyFile: "/etc/at.deny",
+		User: user, UID: uid,
+	}
+}
+
+// Name implements backend.Backend.
+func (a *At) Name() string { return "at" }
+
+// cleanEnv is all at sees of our environment. at copies its caller's
+// environment into the spool file; nothing of the caller's may land there.
+var cleanEnv = []string{"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"}
+
+func unavailable(format string, args ...any) *status.Error {
+	return status.Errorf(status.Unavailable, format, args...)
+}
+
+// Check implements backend.Backend: at installed, atd running, and the
+// user allowed by at.allow / at.deny, each with the fix when not.
+func (a *At) Check() error {
+	if st, err := os.Stat(a.At); err != nil || st.Mode()&0o111 == 0 {
+		return unavailable("at is not installed (%s missing)", a.At).
+			WithHint("install it: apt-get install at, then start atd")
+	}
+	if pid, ok := a.AtdPID(); !ok {
+		e := unavailable("atd is not running")
+		if pid > 0 {
+			e.Msg = fmt.Sprintf("atd is not running (stale pid %d in its pid file)", pid)
+		}
+		return e.WithHint("start it: systemctl enable --now atd (without systemd: /usr/sbin/atd)")
+	}
+	return a.Permitted()
+}
+
+// AtdPID returns atd's pid from its pid file and whether that process is
+// alive and is atd.
+func (a *At) AtdPID() (int, bool) {
+	for _, f := range a.PidFiles {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			continue
+		}
+		pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
+		if err != nil || pid <= 0 {
+			continue
+		}
+		comm, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/comm")
+		if err != nil || strings.TrimSpace(string(comm)) != "atd" {
+			return pid, false
+		}
+		if _, alive := status.ProcStart(pid); !alive {
+			return pid, false
+		}
+		return pid, true
+	}
+	return 0, false
+}
+
+// Permitted applies at's own rule (at's perm.c): root may always use at;
+// when at.allow exists only the users it lists may; otherwise everyone
+// but the users at.deny lists. The error names the file and line to edit.
+func (a *At) Permitted() error {
+	if a.UID == 0 {
+		return nil
+	}
+	if _, err := os.Stat(a.AllowFile); err == nil {
+		if line, _ := findUser(a.AllowFile, a.User); line > 0 {
+			return nil
+		}
+		return unavailable("user %s may not use at: %s exists and does not list it", a.User, a.AllowFile).
+			WithHint("add a line %q to %s (as root: echo %s >> %s)", a.User, a.AllowFile, a.User, a.AllowFile)
+	}
+	line, err := findUser(a.DenyFile, a.User)
+	if err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return unavailable("cannot read %s: %v", a.DenyFile, err)
+	}
+	if line > 0 {
+		return unavailable("user %s may not use at: line %d of %s lists it", a.User, line, a.DenyFile).
+			WithHint("delete line %d (%q) of %s (as root: sed -i '%dd' %s), or list %s in %s",
+				line, a.User, a.DenyFile, line, a.DenyFile, a.User, a.AllowFile)
+	}
+	return nil
+}
+
+// findUser returns the 1-based line of file that is exactly user.
+func findUser(file, user string) (int, error) {
+	b, err := os.ReadFile(file)
+	if err != nil {
+		return 0, err
+	}
+	sc := bufio.NewScanner(bytes.NewReader(b))
+	for n := 1; sc.Scan(); n++ {
+		if strings.TrimSpace(sc.Text()) == user {
+			return n, nil
+		}
+	}
+	return 0, nil
+}
+
+var jobLine = regexp.MustCompile(`(?m)^job (\d+) at `)
+
+// ParseJobNumber finds at's job number in what at printed on stderr
+// ("warning: commands will be executed using /bin/sh\njob 12 at ...").
+func ParseJobNumber(stderr []byte) (string, bool) {
+	m := jobLine.FindSubmatch(stderr)
+	if m == nil {
+		return "", false
+	}
+	return string(m[1]), true
+}
+
+// Submit implements backend.Backend: the script goes to `at -M now` on
+// stdin, with a clean environment and / as the directory at records; the
+// wrapper moves to the job's workdir itself. -M: the wrapper sends
+// everything to the output file, nothing is left to mail.
+func (a *At) Submit(r *status.Record, script []byte) (string, error) {
+	cmd := exec.Command(a.At, "-M", "now")
+	cmd.Env = cleanEnv
+	cmd.Dir = "/"
+	cmd.Stdin = bytes.NewReader(script)
+	var stderr bytes.Buffer
+	cmd.Stdout = &stderr
+	cmd.Stderr = &stderr
+	err := cmd.Run()
+	out := stderr.Bytes()
+	ref, ok := ParseJobNumber(out)
+	msg := strings.TrimSpace(lastLine(out))
+	if err != nil || !ok {
+		if ok {
+			_ = a.Remove(ref)
+		}
+		if strings.Contains(string(out), "permission") {
+			if perr := a.Permitted(); perr != nil {
+				return "", perr
+			}
+			return "", unavailable("at refused the job: %s", msg).
+				WithHint("check /etc/at.allow and /etc/at.deny for user %s", a.User)
+		}
+		return "", unavailable("at failed: %s (%v)", msg, err).WithHint("run cmesh-run doctor")
+	}
+	// at queues the job even when it cannot signal atd; it would then
+	// wait until atd next starts. Take it back and say so.
+	if bytes.Contains(out, []byte("No atd running")) {
+		_ = a.Remove(ref)
+		return "", unavailable("atd is not running").
+			WithHint("start it: systemctl enable --now atd (without systemd: /usr/sbin/atd)")
+	}
+	return ref, nil
+}
+
+func lastLine(b []byte) string {
+	lines := strings.Split(strings.TrimSpace(string(b)), "\n")
+	return lines[len(lines)-1]
+}
+
+// Remove implements backend.Backend with atrm.
+func (a *At) Remove(ref string) error {
+	cmd := exec.Command(a.Atrm, ref)
+	cmd.Env = cleanEnv
+	cmd.Dir = "/"
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return fmt.Errorf("atrm %s: %v: %s", ref, err, strings.TrimSpace(string(out)))
+	}
+	return nil
+}
+
+// Queue returns the job numbers atq lists for the calling user (root sees
+// every user's), waiting and running alike.
+func (a *At) Queue() (map[string]bool, error) {
+	cmd := exec.Command(a.Atq)
+	cmd.Env = cleanEnv
+	cmd.Dir = "/"
+	out, err := cmd.Output()
+	if err != nil {
+		return nil, err
+	}
+	return ParseQueue(out), nil
+}
+
+// ParseQueue parses atq's lines ("12\tFri Nov 27 20:40:00 2026 a user").
+func ParseQueue(out []byte) map[string]bool {
+	q := map[string]bool{}
+	for _, line := range strings.Split(string(out), "\n") {
+		f := strings.Fields(line)
+		if len(f) > 0 {
+			if _, err := strconv.Atoi(f[0]); err == nil {
+				q[f[0]] = true
+			}
+		}
+	}
+	return q
+}
+
+// submitGrace is how long a record may lack at's job number before a
+// reader concludes its scheduler died before at took the job.
+const submitGrace = time.Minute
+
+// Probe implements backend.Backend. atq runs at most once per Probe, so a
+// list of many queued jobs costs one atq.
+func (a *At) Probe() status.Probe {
+	queue := sync.OnceValues(a.Queue)
+	return func(r *status.Record) (bool, error) {
+		if a.UID != 0 && r.User != a.User {
+			// atq shows other users' jobs to root only.
+			return true, nil
+		}
+		if r.BackendRef == nil {
+			return time.Since(r.CreatedAt) < submitGrace, nil
+		}
+		q, err := queue()
+		if err != nil {
+			return true, err
+		}
+		return q[*r.BackendRef], nil
+	}
+}

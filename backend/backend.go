@@ -1,0 +1,40 @@
+// Package backend is the small interface every way of starting a job
+// implements, and the script they all run: a few lines of sh that exec
+// the wrapper (cmesh-run _wrap) with the job's argv and spec.
+package backend
+
+import (
+	"fmt"
+	"strings"
+
+	"github.com/cmesh/cmesh-run/status"
+)
+
+// Backend starts wrapper scripts outside the caller's process tree.
+type Backend interface {
+	// Name is the backend's name as --backend and the record spell it.
+	Name() string
+	// Check tells whether the backend can take a job from the calling
+	// user now; its error says what to fix.
+	Check() error
+	// Submit hands the script over and returns the backend's reference
+	// for the job (at's job number, a unit name, ...).
+	Submit(r *status.Record, script []byte) (ref string, err error)
+	// Remove takes a job that has not started out of the backend.
+	Remove(ref string) error
+	// Probe reports whether a queued job is still in the backend.
+	Probe() status.Probe
+}
+
+// Script returns the sh script that runs job id under the wrapper: exe is
+// cmesh-run's absolute path, argv the job's exact argv.
+func Script(exe, stateDir, id string, argv []string, spec status.Spec) []byte {
+	delim := "CMESH_RUN_SPEC_" + spec.Nonce
+	var b strings.Builder
+	fmt.Fprintf(&b, "# cmesh-run job %s\n", id)
+	b.WriteString("exec " + Quote(exe, "_wrap", "--state-dir", stateDir, "--id", id, "--") + " " + Quote(argv...))
+	b.WriteString(" <<'" + delim + "'\n")
+	b.Write(spec.Encode())
+	b.WriteString(delim + "\n")
+	return []byte(b.String())
+}

@@ -1,0 +1,202 @@
+// Package run is cmesh-run's command line: one file per command. It
+// parses flags, talks to the user, and leaves the work to status/ (jobs,
+// records, output), the backends (atsched/) and wrapper/.
+package run
+
+import (
+	"io"
+	"os"
+	"os/user"
+	"path/filepath"
+	"strconv"
+	"strings"
+
+	"github.com/sirupsen/logrus"
+	"github.com/urfave/cli/v2"
+	"golang.org/x/sys/unix"
+
+	"github.com/cmesh/cmesh-run/atsched"
+	"github.com/cmesh/cmesh-run/backend"
+	"github.com/cmesh/cmesh-run/config"
+	"github.com/cmesh/cmesh-run/status"
+)
+
+// Version is set at build time with -ldflags "-X ...run.Version=...".
+var Version = "dev"
+
+// app is one run of the command line.
+type app struct {
+	stdout, stderr io.Writer
+	log            *logrus.Logger
+	cfg            *config.Config
+	stateDir       string
+	jsonOut        bool // the running command was asked for --json
+}
+
+// New builds the command line. Output goes to stdout and stderr.
+func New(stdout, stderr io.Writer) *cli.App {
+	a := &app{stdout: stdout, stderr: stderr, log: logrus.New()}
+	a.log.SetOutput(stderr)
+	c := &cli.App{
+		Name:    "cmesh-run",
+		Usage:   "start jobs that outlive whoever asked for them",
+		Version: Version,
+		Description: "cmesh-run hands each job to a backend (by default at(1): `at now`) so that it runs outside\n" +
+			"the caller's process tree, records it as JSON in the state dir, and lets anyone who may read\n" +
+			"that dir follow its state and output.",
+		Writer:                    stdout,
+		ErrWriter:                 stderr,
+		HideHelpCommand:           true,
+		HideVersion:               true,
+		DisableSliceFlagSeparator: true,
+		ExitErrHandler:            func(*cli.Context, error) {},
+		OnUsageError:              usageError,
+		Flags: []cli.Flag{
+			&cli.StringFlag{Name: "state-dir", EnvVars: []string{"CMESH_RUN_STATE_DIR"}, Usage: "`DIR` where records and outputs live", DefaultText: "see FILES"},
+			&cli.StringFlag{Name: "config", EnvVars: []string{"CMESH_RUN_CONFIG"}, Usage: "TOML config `FILE`", DefaultText: config.DefaultPath + " when it exists"},
+			&cli.StringFlag{Name: "log-level", Value: "warning", Usage: "`LEVEL` of cmesh-run's own diagnostics: error, warning, info or debug (always on stderr)"},
+			&cli.StringFlag{Name: "log-format", Value: "text", Usage: "`FORMAT` of the diagnostics: text or json"},
+		},
+		Before: a.before,
+		Action: func(c *cli.Context) error {
+			if c.Args().Present() {
+				return status.Errorf(status.Usage, "unknown command %q", c.Args().First()).
+					WithHint("cmesh-run --help lists the commands")
+			}
+			return cli.ShowAppHelp(c)
+		},
+		Commands: []*cli.Command{
+			a.scheduleCommand(),
+			a.statusCommand(),
+			a.listCommand(),
+			a.logCommand(),
+			a.waitCommand(),
+			a.versionCommand(),
+			a.wrapCommand(),
+			a.execCommand(),
+			a.manCommand(),
+		},
+	}
+	for _, cmd := range c.Commands {
+		cmd.OnUsageError = usageError
+		cmd.HideHelpCommand = true
+	}
+	return c
+}
+
+func usageError(_ *cli.Context, err error, _ bool) error {
+	return status.Errorf(status.Usage, "%v", err).WithHint("cmesh-run COMMAND --help shows its options")
+}
+
+func (a *app) before(c *cli.Context) error {
+	lvl, err := logrus.ParseLevel(c.String("log-level"))
+	if err != nil {
+		return status.Errorf(status.Usage, "bad --log-level %q", c.String("log-level")).
+			WithHint("use error, warning, info or debug")
+	}
+	a.log.SetLevel(lvl)
+	switch c.String("log-format") {
+	case "text":
+		a.log.SetFormatter(&logrus.TextFormatter{DisableTimestamp: false, FullTimestamp: true})
+	case "json":
+		a.log.SetFormatter(&logrus.JSONFormatter{})
+	default:
+		return status.Errorf(status.Usage, "bad --log-format %q", c.String("log-format")).WithHint("use text or json")
+	}
+	return nil
+}
+
+// setup loads the config and finds the state dir; commands call it first,
+// so that `--help` and `version` work on any machine.
+func (a *app) setup(c *cli.Context) error {
+	path := c.String("config")
+	required := path != ""
+	if path == "" {
+		path = config.DefaultPath
+	}
+	cfg, err := config.Load(path, required)
+	if err != nil {
+		return err
+	}
+	a.cfg = cfg
+	a.stateDir = c.String("state-dir")
+	if a.stateDir == "" {
+		a.stateDir = defaultStateDir(cfg)
+	}
+	a.log.WithFields(logrus.Fields{"config": cfg.File, "state_dir": a.stateDir}).Debug("setup")
+	return nil
+}
+
+// defaultStateDir follows SPEC.md: the config's, else the system one for
+// root or when the caller may write it, else the user's XDG state dir.
+func defaultStateDir(cfg *config.Config) string {
+	if cfg.StateDir != "" {
+		return cfg.StateDir
+	}
+	const sys = "/var/lib/cmesh-run"
+	if os.Geteuid() == 0 || unix.Access(sys, unix.W_OK|unix.X_OK) == nil {
+		return sys
+	}
+	if x := os.Getenv("XDG_STATE_HOME"); filepath.IsAbs(x) {
+		return filepath.Join(x, "cmesh-run")
+	}
+	home := os.Getenv("HOME")
+	if home == "" {
+		if u, err := user.Current(); err == nil {
+			home = u.HomeDir
+		}
+	}
+	return filepath.Join(home, ".local", "state", "cmesh-run")
+}
+
+// store opens the state dir; only schedule creates it.
+func (a *app) store(create bool) (*status.Store, error) {
+	return status.Open(a.stateDir, create)
+}
+
+// caller is who runs cmesh-run, as the job will run.
+type caller struct {
+	name, home, shell string
+	uid               int
+}
+
+func currentCaller() caller {
+	uid := os.Getuid()
+	c := caller{name: strconv.Itoa(uid), home: "/", shell: "/bin/sh", uid: uid}
+	if u, err := user.LookupId(strconv.Itoa(uid)); err == nil {
+		c.name, c.home = u.Username, u.HomeDir
+		c.shell = loginShell(u.Username)
+	}
+	return c
+}
+
+// loginShell reads the user's shell from /etc/passwd; os/user does not
+// expose it.
+func loginShell(name string) string {
+	data, err := os.ReadFile("/etc/passwd")
+	if err == nil {
+		for _, line := range strings.Split(string(data), "\n") {
+			f := strings.Split(line, ":")
+			if len(f) >= 7 && f[0] == name && f[6] != "" {
+				return f[6]
+			}
+		}
+	}
+	return "/bin/sh"
+}
+
+// backendFor returns the backend named name for the calling user.
+func (a *app) backendFor(name string, who caller) (backend.Backend, error) {
+	switch name {
+	case "", "at", "auto":
+		return atsched.New(who.name, who.uid), nil
+	}
+	return nil, status.Errorf(status.Usage, "unknown backend %q", name).
+		WithHint("this build has the at backend: --backend at")
+}
+
+// probe returns the check a reader applies to queued jobs.
+func (a *app) probe() status.Probe {
+	who := currentCaller()
+	return atsched.New(who.name, who.uid).Probe()
+}

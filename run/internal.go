@@ -1,0 +1,48 @@
+package run
+
+import (
+	"os"
+
+	"github.com/urfave/cli/v2"
+
+	"github.com/cmesh/cmesh-run/status"
+	"github.com/cmesh/cmesh-run/wrapper"
+)
+
+// The hidden commands the backends' scripts run; not for people.
+
+func (a *app) wrapCommand() *cli.Command {
+	return &cli.Command{
+		Name:      "_wrap",
+		Hidden:    true,
+		Usage:     "run a job under the wrapper (the backend's script calls this)",
+		ArgsUsage: "-- PROGRAM [ARG...]",
+		Flags: []cli.Flag{
+			&cli.StringFlag{Name: "state-dir", Required: true},
+			&cli.StringFlag{Name: "id", Required: true},
+		},
+		Action: func(c *cli.Context) error {
+			id := c.String("id")
+			if err := status.CheckID(id); err != nil {
+				return err
+			}
+			if code := wrapper.Run(c.String("state-dir"), id, c.Args().Slice(), os.Stdin); code != 0 {
+				return exitError(code)
+			}
+			return nil
+		},
+	}
+}
+
+func (a *app) execCommand() *cli.Command {
+	return &cli.Command{
+		Name:      "_exec",
+		Hidden:    true,
+		Usage:     "become the job's program once the wrapper says so",
+		ArgsUsage: "-- PROGRAM [ARG...]",
+		Flags:     []cli.Flag{&cli.StringFlag{Name: "workdir", Required: true}},
+		Action: func(c *cli.Context) error {
+			return exitError(wrapper.Exec(c.String("workdir"), c.Args().Slice()))
+		},
+	}
+}

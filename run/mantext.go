@@ -1,0 +1,256 @@
+package run
+
+// Hand-written parts of the man page, in roff.
+
+const manDescription = `A job started from a PHP\-FPM request with
+.B "cmd &"
+dies with the pool's cgroup, holds the pool's sockets, has no PATH and
+leaves no exit status.
+.B cmesh\-run
+is the fix: it hands a small wrapper script to a backend that runs it
+outside the caller's process tree (by default
+.BR at (1):
+.BR "at now" ),
+records the job as JSON in the state dir, and returns the job's ID at once.
+.PP
+When atd starts the script, the wrapper
+.RB ( "cmesh\-run _wrap" )
+starts the job's exact argv in its own session, in its working directory,
+with a clean environment, standard input from /dev/null and standard output
+and error appended to the job's output file.
+It writes a start marker and, when the job ends, an end marker with the exit
+status or the signal that killed it.
+.BR status ,
+.B log
+and
+.B wait
+read the record, the markers and the liveness of the job's processes;
+anyone allowed to read the state dir can follow a job.`
+
+const manSections = `.SH THE JOB OBJECT
+.B status \-\-json
+and
+.B list \-\-json
+print job objects (snake_case; fields may be added, never change meaning):
+.BR id ,
+.BR name " (or null),"
+.BR state ,
+.BR exit_code " (or null),"
+.BR signal " (only when a signal killed the job),"
+.BR command " (the argv),"
+.BR workdir ,
+.BR backend ,
+.BR backend_ref " (at's job number, or null),"
+.BR user " (the job runs as),"
+.BR requested_by ,
+.BR pid " (the job's process, or null),"
+.BR attempt " (1\-based),"
+.BR created_at ,
+.BR started_at ,
+.BR finished_at " (RFC 3339 UTC, or null),"
+.BR output_path ,
+and on schedule
+.BR reused .
+.PP
+A job killed by signal N has exit_code 128+N, like a shell reports it.
+A program that cannot be started leaves a line saying why in the output and
+exit_code 127 (not found) or 126 (found but not runnable, or the workdir is
+gone).
+.SH STATES
+.TP
+.B queued
+handed to the backend, not started yet.
+.TP
+.B waiting
+started by the backend, waiting for a free slot (max_running).
+.TP
+.B running
+the wrapper or the job's process is alive.
+.TP
+.B succeeded
+the job exited 0.
+.TP
+.B failed
+it exited non\-zero, or a signal killed it.
+.TP
+.B canceled
+.B cmesh\-run cancel
+stopped it.
+.TP
+.B timed_out
+its timeout stopped it.
+.TP
+.B lost
+no end marker was written and the job cannot still be running: its
+processes are gone (a recycled PID does not count: the process start time is
+compared), the machine rebooted, or the backend dropped the job before it
+started.
+A job is never reported running forever.
+.SH MARKERS
+The wrapper appends each marker to the output file in one
+.BR write (2),
+as a line of its own preceded by a newline:
+.PP
+.RS 4
+.nf
+\en[cmesh\-run:NONCE start attempt=1 pid=4242 time=2026\-11\-27T20:40:00Z]\en
+\en[cmesh\-run:NONCE end attempt=1 exit=0 time=2026\-11\-27T20:41:30Z]\en
+.fi
+.RE
+.PP
+NONCE is a random secret of the job, kept in its record: what the job itself
+prints, fake marker lines included, can never be taken for a marker.
+The leading newline keeps a marker recognisable after a last line without
+newline;
+.B log
+removes each marker with that newline, so it returns the job's own bytes
+exactly.
+.B \-\-raw
+keeps them.
+Offsets of
+.B log \-\-offset
+count bytes of the file, markers included.
+.SH THE JOB'S ENVIRONMENT
+Clean by default:
+.B PATH
+(the config's, else
+/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin),
+.BR HOME ,
+.BR USER ,
+.BR LOGNAME ,
+.B SHELL
+of the user it runs as,
+.B LANG
+(the config's, else C.UTF\-8),
+.BR CMESH_RUN_JOB_ID ,
+.B CMESH_RUN_JOB_NAME
+(empty for a job without name), then the config's [env], then
+.BR \-\-env .
+Nothing else of the caller reaches the job, nor at's spool file, unless
+.B \-\-inherit\-env
+is given; then the caller's environment comes first and the clean one is
+laid over it.
+.SH CONFIG
+A TOML file,
+.I /etc/cmesh\-run/config.toml
+unless
+.B \-\-config
+names another.
+Unknown keys and bad values are errors that name the file, the line and the key.
+.TP
+.B backend
+the default backend: at.
+.TP
+.B workdir
+the default working directory of jobs.
+.TP
+.B path
+the jobs' PATH.
+.TP
+.B lang
+the jobs' LANG.
+.TP
+.B state_dir
+the state dir.
+.TP
+.B [env]
+variables set in every job.
+.SH ENVIRONMENT
+.TP
+.B CMESH_RUN_STATE_DIR
+as \-\-state\-dir.
+.TP
+.B CMESH_RUN_CONFIG
+as \-\-config.
+.TP
+.B XDG_STATE_HOME
+where the per\-user state dir lies when no other is chosen.
+.TP
+.B SUDO_USER
+recorded as requested_by.
+.SH FILES
+.TP
+.I /etc/cmesh\-run/config.toml
+the config, when it exists.
+.TP
+.I /var/lib/cmesh\-run
+the state dir for root, or for a user who may write it; others use
+.I $XDG_STATE_HOME/cmesh\-run
+(by default
+.IR ~/.local/state/cmesh\-run ).
+.TP
+.I STATE_DIR/jobs/ID.json
+the job's record (mode 0640), replaced atomically:
+temporary file, fsync, rename.
+.TP
+.I STATE_DIR/jobs/ID.out
+the job's output with the markers (0640); also the job's lock.
+.TP
+.I STATE_DIR/active/ID
+present while the job has not finished.
+.TP
+.I /etc/at.allow, /etc/at.deny
+who may use at; Debian's at.deny lists www\-data.
+.SH EXIT STATUS
+.TP
+.B 0
+success.
+.TP
+.B 1
+internal error.
+.TP
+.B 2
+usage error or invalid input.
+.TP
+.B 3
+no such job.
+.TP
+.B 4
+backend unavailable: at missing, atd not running, the user denied by
+at.allow or at.deny.
+.TP
+.B 5
+refused by policy.
+.PP
+Errors go to standard error as one line, followed by a line that starts
+with "hint:" and says what to do.
+With
+.B \-\-json
+standard output also gets
+{"error":{"code":"usage|not_found|backend_unavailable|denied|internal","message":"..."}}.
+.B wait
+exits with the job's exit code, 124 when its \-\-timeout passed first, and
+125 when the job was lost or canceled.
+.SH EXAMPLES
+From PHP (exec returns the last line: the job ID):
+.PP
+.RS 4
+.nf
+$id = exec('/usr/local/bin/cmesh\-run schedule \-\- ' .
+    escapeshellarg($script) . ' \-o ' . escapeshellarg($org), $out, $rc);
+.fi
+.RE
+.PP
+Poll the output from a page:
+.PP
+.RS 4
+.nf
+cmesh\-run log \-\-json \-\-offset 0 ID
+cmesh\-run log \-\-json \-\-offset NEXT_OFFSET ID
+.fi
+.RE
+.PP
+Follow a build from a terminal, then get its result:
+.PP
+.RS 4
+.nf
+id=$(cmesh\-run schedule \-\-name mars \-\- /opt/cmesh/scripts/pushfin.sh \-o mars \-n mpvg)
+cmesh\-run log \-f "$id"
+cmesh\-run wait "$id"; echo "exit $?"
+.fi
+.RE
+.SH SEE ALSO
+.BR at (1),
+.BR atd (8),
+.BR php\-fpm (8)
+`

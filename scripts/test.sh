@@ -1,0 +1,62 @@
+#!/bin/bash
+# make test: every check and suite. Installs and starts what it needs when
+# root; prints a loud SKIP line for each suite it cannot run. With
+# CMESH_RUN_REQUIRE_INTEGRATION=1 a skipped suite is a failure.
+set -u
+cd "$(dirname "$0")/.."
+. scripts/services.sh
+export PATH=$PATH:/usr/local/go/bin
+
+failed=()
+skipped=()
+step() { echo; echo "=== $*"; }
+run() { local name=$1; shift; step "$name"; if "$@"; then echo "--- ok: $name"; else echo "--- FAIL: $name"; failed+=("$name"); fi; }
+skip() { echo; echo "!!!!!!!! SKIP: $1: $2 !!!!!!!!"; skipped+=("$1"); }
+
+gofmt_clean() { local out; out=$(gofmt -l $(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); [ -z "$out" ] || { echo "gofmt would change: $out"; return 1; }; }
+run "gofmt" gofmt_clean
+run "go vet" go vet ./... 
+run "go vet (integration)" go vet -tags integration ./...
+run "unit tests (race)" go test -race -count=1 ./...
+run "fuzz: quoting round trip" go test -run '^$' -fuzz '^FuzzQuote$' -fuzztime 10s ./backend
+run "fuzz: marker parsing" go test -run '^$' -fuzz '^FuzzOutputRead$' -fuzztime 10s ./status
+run "build" make -s build
+
+man_check() {
+	./cmesh-run _man | diff -u man/cmesh-run.1 - || { echo "man/cmesh-run.1 is stale: run make man"; return 1; }
+	if need_pkgs mandoc mandoc; then
+		mandoc -T lint -W warning man/cmesh-run.1 || return 1
+		[ -z "$(mandoc -T lint -W warning man/cmesh-run.1 2>&1)" ] || return 1
+	else
+		echo "mandoc missing; groff only"
+	fi
+	[ -z "$(groff -man -ww -z man/cmesh-run.1 2>&1)" ] || { groff -man -ww -z man/cmesh-run.1; return 1; }
+}
+run "man page" man_check
+
+export CMESH_RUN_BIN=$PWD/cmesh-run
+if ensure_atd; then
+	run "integration: at" go test -tags integration -count=1 -timeout 20m -v ./test/integration/ 
+	if need_pkgs php-fpm8.2 php-fpm /usr/bin/php php-cli cgi-fcgi libfcgi-bin && [ -d test/fpm ]; then
+		run "integration: php-fpm" go test -tags integration -count=1 -timeout 20m -v ./test/fpm/
+	else
+		skip "integration: php-fpm" "php-fpm, php-cli or cgi-fcgi missing and not installable"
+	fi
+else
+	skip "integration: at" "at/atd missing and not installable (not root?)"
+	skip "integration: php-fpm" "needs atd"
+fi
+stop_atd_if_started
+
+echo
+if [ ${#skipped[@]} -gt 0 ]; then
+	echo "SKIPPED SUITES: ${skipped[*]}"
+	if [ "${CMESH_RUN_REQUIRE_INTEGRATION:-}" = 1 ]; then
+		failed+=("skipped suites with CMESH_RUN_REQUIRE_INTEGRATION=1")
+	fi
+fi
+if [ ${#failed[@]} -gt 0 ]; then
+	echo "FAILED: ${failed[*]}"
+	exit 1
+fi
+echo "all checks passed"

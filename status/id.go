@@ -1,0 +1,49 @@
+package status
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"regexp"
+	"time"
+)
+
+var (
+	idPattern   = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$`)
+	namePattern = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._@+-]{0,127}$`)
+)
+
+// NewID returns a job ID that sorts by creation time: a fixed-width UTC
+// timestamp with microseconds, then random bits that break ties between
+// processes scheduling in the same microsecond.
+func NewID(now time.Time) string {
+	var b [3]byte
+	_, _ = rand.Read(b[:])
+	return now.UTC().Format("20060102-150405.000000") + "-" + hex.EncodeToString(b[:])
+}
+
+// NewNonce returns the secret that makes a job's markers unforgeable by
+// the job's own output.
+func NewNonce() string {
+	var b [16]byte
+	_, _ = rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}
+
+// CheckID rejects anything that is not a well-formed job ID, so that no
+// ID given on a command line can name a path outside the state dir.
+func CheckID(id string) error {
+	if !idPattern.MatchString(id) || id == "." || id == ".." {
+		return Errorf(Usage, "invalid job ID %q", id).
+			WithHint("a job ID is what schedule printed: letters, digits, '.', '_' and '-', at most 64")
+	}
+	return nil
+}
+
+// CheckName validates a job name as given to --name.
+func CheckName(name string) error {
+	if !namePattern.MatchString(name) {
+		return Errorf(Usage, "invalid job name %q", name).
+			WithHint("a name starts with a letter or digit, then up to 127 of letters, digits and . _ @ + -")
+	}
+	return nil
+}

@@ -1,0 +1,90 @@
+// Package status is the job model: records, the markers a job's wrapper
+// writes into its output file, reading that output, and deriving a job's
+// state from the record, the markers and the liveness of its processes.
+// It knows nothing of at, of other backends, or of the command line.
+package status
+
+import "time"
+
+// State is one of the states of SPEC.md.
+type State string
+
+const (
+	Queued    State = "queued"
+	Waiting   State = "waiting"
+	Running   State = "running"
+	Succeeded State = "succeeded"
+	Failed    State = "failed"
+	Canceled  State = "canceled"
+	TimedOut  State = "timed_out"
+	Lost      State = "lost"
+)
+
+// AllStates lists every state, in lifecycle order.
+var AllStates = []State{Queued, Waiting, Running, Succeeded, Failed, Canceled, TimedOut, Lost}
+
+// Finished reports whether nothing more will happen to a job in state s.
+func (s State) Finished() bool {
+	switch s {
+	case Succeeded, Failed, Canceled, TimedOut, Lost:
+		return true
+	}
+	return false
+}
+
+// Job is the public job object of SPEC.md. Fields may be added, never
+// change meaning.
+type Job struct {
+	ID          string     `json:"id"`
+	Name        *string    `json:"name"`
+	State       State      `json:"state"`
+	ExitCode    *int       `json:"exit_code"`
+	Signal      string     `json:"signal,omitempty"`
+	Command     []string   `json:"command"`
+	Workdir     string     `json:"workdir"`
+	Backend     string     `json:"backend"`
+	BackendRef  *string    `json:"backend_ref"`
+	User        string     `json:"user"`
+	RequestedBy string     `json:"requested_by,omitempty"`
+	PID         *int       `json:"pid"`
+	Attempt     int        `json:"attempt"`
+	CreatedAt   time.Time  `json:"created_at"`
+	StartedAt   *time.Time `json:"started_at"`
+	FinishedAt  *time.Time `json:"finished_at"`
+	OutputPath  string     `json:"output_path"`
+	Reused      *bool      `json:"reused,omitempty"`
+}
+
+// Record is what the store keeps for a job: the public object plus what
+// only cmesh-run itself needs. The extra fields never leave the state dir.
+type Record struct {
+	Job
+	Nonce string `json:"nonce"`
+	// Processes: the wrapper that will write the end marker, and the
+	// job's own process; each with its start time in clock ticks since
+	// boot so that a recycled PID never looks alive.
+	WrapperPID   int    `json:"wrapper_pid,omitempty"`
+	WrapperStart uint64 `json:"wrapper_start,omitempty"`
+	PIDStart     uint64 `json:"pid_start,omitempty"`
+	BootID       string `json:"boot_id,omitempty"`
+	// StartOffset is where the current attempt's start marker begins in
+	// the output file: a reader that must look for a missing end marker
+	// scans from there, never the whole file.
+	StartOffset int64 `json:"start_offset,omitempty"`
+}
+
+// Public returns the job object as callers see it.
+func (r *Record) Public() Job { return r.Job }
+
+// NameOrEmpty returns the job's name, or "".
+func (j *Job) NameOrEmpty() string {
+	if j.Name == nil {
+		return ""
+	}
+	return *j.Name
+}
+
+func ptr[T any](v T) *T { return &v }
+
+// Ptr returns a pointer to a copy of v, for the nullable fields.
+func Ptr[T any](v T) *T { return ptr(v) }

@@ -1,0 +1,185 @@
+package status
+
+import (
+	"bytes"
+	"io"
+	"os"
+)
+
+// Output reads a job's output file. Every read costs what it returns plus
+// at most two markers' worth of bytes around it, never the file's size.
+type Output struct {
+	f     *os.File
+	nonce string
+}
+
+// OpenOutput opens the output file at path for the job with nonce.
+func OpenOutput(path, nonce string) (*Output, error) {
+	f, err := openNoFollow(path, os.O_RDONLY, 0)
+	if err != nil {
+		return nil, err
+	}
+	return &Output{f: f, nonce: nonce}, nil
+}
+
+// Close closes the file.
+func (o *Output) Close() error { return o.f.Close() }
+
+// Size is the output file's current size in bytes, markers included.
+func (o *Output) Size() (int64, error) {
+	st, err := o.f.Stat()
+	if err != nil {
+		return 0, err
+	}
+	return st.Size(), nil
+}
+
+// Range is what a read of the output found.
+type Range struct {
+	Data    []byte   // the job's bytes, markers removed (or kept, when raw)
+	Markers []Marker // markers that lie in the range
+	End     int64    // file offset where the next read continues
+}
+
+// Read returns the job's bytes that lie in [from, to) of the file. A
+// marker that overlaps the range is never returned in part: one that
+// starts before from is skipped, one that runs past to is consumed whole
+// (End moves past it). With raw, markers stay in Data.
+func (o *Output) Read(from, to int64, raw bool) (Range, error) {
+	size, err := o.Size()
+	if err != nil {
+		return Range{}, err
+	}
+	from = max(0, min(from, size))
+	to = max(from, min(to, size))
+	lo := max(0, from-MaxMarkerLen)
+	hi := min(size, to+MaxMarkerLen)
+	buf := make([]byte, hi-lo)
+	n, err := o.f.ReadAt(buf, lo)
+	if err != nil && err != io.EOF {
+		return Range{}, err
+	}
+	buf = buf[:n]
+	hi = lo + int64(n)
+	to = min(to, hi)
+	rel := func(off int64) int { return int(off - lo) }
+
+	r := Range{End: to}
+	var data bytes.Buffer
+	pos := rel(from)
+	for _, s := range findMarkers(buf, o.nonce, lo) {
+		if s.end <= pos {
+			continue
+		}
+		if s.start >= rel(to) {
+			break
+		}
+		if s.start > pos {
+			data.Write(buf[pos:s.start])
+			pos = s.start
+		}
+		pos = s.end
+		r.Markers = append(r.Markers, s.m)
+		if !raw && int64(s.end)+lo > r.End {
+			r.End = int64(s.end) + lo
+		}
+	}
+	if raw {
+		r.Data = buf[rel(from):rel(to)]
+		return r, nil
+	}
+	if pos < rel(to) {
+		data.Write(buf[pos:rel(to)])
+	}
+	r.Data = data.Bytes()
+	return r, nil
+}
+
+// Tail returns the last n lines of the job's bytes, as tail -n does: a
+// last line without newline counts as a line. It reads backwards from the
+// end, so its cost grows with what it returns.
+func (o *Output) Tail(n int, raw bool) ([]byte, error) {
+	size, err := o.Size()
+	if err != nil {
+		return nil, err
+	}
+	if n <= 0 {
+		return []byte{}, nil
+	}
+	var pieces [][]byte
+	total, lines := 0, 0
+	chunk := int64(64 << 10)
+	pos := size
+	lastByte := byte(0)
+	for pos > 0 {
+		from := max(0, pos-chunk)
+		r, err := o.Read(from, pos, raw)
+		if err != nil {
+			return nil, err
+		}
+		if len(r.Data) > 0 {
+			if len(pieces) == 0 {
+				lastByte = r.Data[len(r.Data)-1]
+			}
+			pieces = append(pieces, r.Data)
+			total += len(r.Data)
+			lines += bytes.Count(r.Data, []byte("\n"))
+		}
+		pos = from
+		need := n
+		if lastByte == '\n' {
+			need = n + 1
+		}
+		if lines >= need {
+			break
+		}
+		chunk = min(chunk*2, 8<<20)
+	}
+	all := make([]byte, 0, total)
+	for i := len(pieces) - 1; i >= 0; i-- {
+		all = append(all, pieces[i]...)
+	}
+	// Cut after the newline that ends the line before the last n.
+	end := len(all)
+	if end > 0 && all[end-1] == '\n' {
+		end--
+	}
+	cut := 0
+	for i, seen := end-1, 0; i >= 0; i-- {
+		if all[i] == '\n' {
+			seen++
+			if seen == n {
+				cut = i + 1
+				break
+			}
+		}
+	}
+	return all[cut:], nil
+}
+
+// FindEnd scans the file from offset for the end marker of attempt. It is
+// for the rare reader that finds a job's processes gone while its record
+// still says running: it costs the bytes written since that attempt began.
+func (o *Output) FindEnd(from int64, attempt int) (*Marker, error) {
+	size, err := o.Size()
+	if err != nil {
+		return nil, err
+	}
+	const step = 1 << 20
+	for pos := from; pos < size; {
+		r, err := o.Read(pos, min(size, pos+step), false)
+		if err != nil {
+			return nil, err
+		}
+		for i := range r.Markers {
+			if m := r.Markers[i]; m.Kind == "end" && m.Attempt == attempt {
+				return &m, nil
+			}
+		}
+		if r.End <= pos {
+			break
+		}
+		pos = r.End
+	}
+	return nil, nil
+}

@@ -1,0 +1,260 @@
+package status
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"syscall"
+)
+
+// Store is a state directory:
+//
+//	DIR/jobs/ID.json   the job's record, replaced atomically
+//	DIR/jobs/ID.out    the job's output with the wrapper's markers; also
+//	                   the job's lock (flock on a separate descriptor)
+//	DIR/active/ID      present while the job is not finished, so that an
+//	                   overview never has to read every record
+type Store struct {
+	Dir string
+}
+
+const (
+	dirMode  = 0o750
+	fileMode = 0o640
+)
+
+// Open returns the store at dir, creating its folders when create is set.
+func Open(dir string, create bool) (*Store, error) {
+	abs, err := filepath.Abs(dir)
+	if err != nil {
+		return nil, err
+	}
+	s := &Store{Dir: abs}
+	for _, d := range []string{abs, s.jobsDir(), s.activeDir()} {
+		st, err := os.Lstat(d)
+		switch {
+		case err == nil && d != abs && !st.IsDir():
+			return nil, Errorf(Internal, "%s is not a directory", d).
+				WithHint("something replaced a folder of the state dir; move it away and retry")
+		case err == nil:
+		case errors.Is(err, fs.ErrNotExist) && create:
+			if err := os.Mkdir(d, dirMode); err != nil && !errors.Is(err, fs.ErrExist) {
+				return nil, stateDirError(abs, err)
+			}
+			_ = os.Chmod(d, dirMode)
+		case errors.Is(err, fs.ErrNotExist):
+			return nil, Errorf(NotFound, "no state dir at %s", abs).
+				WithHint("schedule a job first, or pass the right --state-dir")
+		default:
+			return nil, stateDirError(abs, err)
+		}
+	}
+	return s, nil
+}
+
+func stateDirError(dir string, err error) error {
+	return &Error{Kind: Internal, Msg: fmt.Sprintf("state dir %s: %v", dir, unwrapPath(err)), Err: err,
+		Hint: "pass a writable --state-dir, or create it: install -d -m 0750 -o USER " + dir}
+}
+
+func unwrapPath(err error) error {
+	var pe *fs.PathError
+	if errors.As(err, &pe) {
+		return pe.Err
+	}
+	return err
+}
+
+func (s *Store) jobsDir() string   { return filepath.Join(s.Dir, "jobs") }
+func (s *Store) activeDir() string { return filepath.Join(s.Dir, "active") }
+
+// RecordPath is where the record of job id lives.
+func (s *Store) RecordPath(id string) string { return filepath.Join(s.jobsDir(), id+".json") }
+
+// OutputPath is where the output of job id lives.
+func (s *Store) OutputPath(id string) string { return filepath.Join(s.jobsDir(), id+".out") }
+
+func openNoFollow(path string, flag int, perm os.FileMode) (*os.File, error) {
+	return os.OpenFile(path, flag|syscall.O_NOFOLLOW|syscall.O_CLOEXEC, perm)
+}
+
+// CreateOutput creates the empty output file of a new job; it fails when
+// the ID is taken, so two schedulers can never share a job.
+func (s *Store) CreateOutput(id string) error {
+	f, err := openNoFollow(s.OutputPath(id), os.O_WRONLY|os.O_CREATE|os.O_EXCL, fileMode)
+	if err != nil {
+		return err
+	}
+	err = f.Chmod(fileMode)
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	return err
+}
+
+// OpenAppend opens the output of job id for appending, as the wrapper and
+// the job itself write it.
+func (s *Store) OpenAppend(id string) (*os.File, error) {
+	return openNoFollow(s.OutputPath(id), os.O_WRONLY|os.O_APPEND, 0)
+}
+
+// Lock takes the job's lock, which serialises every read-modify-write of
+// its record (schedule, wrapper, cancel). Release it with Unlock.
+func (s *Store) Lock(id string) (*os.File, error) {
+	f, err := openNoFollow(s.OutputPath(id), os.O_RDONLY, 0)
+	if err != nil {
+		if errors.Is(err, fs.ErrNotExist) {
+			return nil, notFound(id)
+		}
+		return nil, err
+	}
+	for {
+		err = syscall.Flock(int(f.Fd()), syscall.LOCK_EX)
+		if err != syscall.EINTR {
+			break
+		}
+	}
+	if err != nil {
+		f.Close()
+		return nil, err
+	}
+	return f, nil
+}
+
+// Unlock releases a lock taken by Lock.
+func Unlock(f *os.File) {
+	if f != nil {
+		f.Close()
+	}
+}
+
+func notFound(id string) error {
+	return Errorf(NotFound, "no job %s", id).WithHint("list the jobs with: cmesh-run list")
+}
+
+// Load reads the record of job id.
+func (s *Store) Load(id string) (*Record, error) {
+	if err := CheckID(id); err != nil {
+		return nil, err
+	}
+	f, err := openNoFollow(s.RecordPath(id), os.O_RDONLY, 0)
+	if err != nil {
+		if errors.Is(err, fs.ErrNotExist) {
+			return nil, notFound(id)
+		}
+		return nil, err
+	}
+	defer f.Close()
+	var r Record
+	dec := json.NewDecoder(f)
+	if err := dec.Decode(&r); err != nil {
+		return nil, &Error{Kind: Internal, Msg: fmt.Sprintf("corrupt record %s: %v", s.RecordPath(id), err), Err: err,
+			Hint: "move the file away; the job's output is still in " + s.OutputPath(id)}
+	}
+	if r.ID != id {
+		return nil, Errorf(Internal, "corrupt record %s: it names job %q", s.RecordPath(id), r.ID)
+	}
+	return &r, nil
+}
+
+// Save writes r atomically: a temp file in the same folder, fsync, rename.
+// Readers see the old record or the new one, never half of one.
+func (s *Store) Save(r *Record) error {
+	data, err := json.Marshal(r)
+	if err != nil {
+		return err
+	}
+	data = append(data, '\n')
+	return writeAtomic(s.RecordPath(r.ID), data)
+}
+
+func writeAtomic(path string, data []byte) error {
+	dir, base := filepath.Split(path)
+	tmp, err := os.CreateTemp(dir, "."+base+".tmp*")
+	if err != nil {
+		return err
+	}
+	name := tmp.Name()
+	err = tmp.Chmod(fileMode)
+	if err == nil {
+		_, err = tmp.Write(data)
+	}
+	if err == nil {
+		err = tmp.Sync()
+	}
+	if cerr := tmp.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(name, path)
+	}
+	if err != nil {
+		os.Remove(name)
+	}
+	return err
+}
+
+// SetActive marks job id as not finished (on) or finished (off).
+func (s *Store) SetActive(id string, on bool) error {
+	p := filepath.Join(s.activeDir(), id)
+	if !on {
+		err := os.Remove(p)
+		if errors.Is(err, fs.ErrNotExist) {
+			return nil
+		}
+		return err
+	}
+	f, err := openNoFollow(p, os.O_WRONLY|os.O_CREATE, fileMode)
+	if err != nil {
+		return err
+	}
+	return f.Close()
+}
+
+// Remove deletes every file of job id.
+func (s *Store) Remove(id string) error {
+	var first error
+	for _, p := range []string{s.RecordPath(id), s.OutputPath(id), filepath.Join(s.activeDir(), id)} {
+		if err := os.Remove(p); err != nil && !errors.Is(err, fs.ErrNotExist) && first == nil {
+			first = err
+		}
+	}
+	return first
+}
+
+// IDs returns the IDs of every job that has a record, newest first.
+func (s *Store) IDs() ([]string, error) {
+	return s.names(s.jobsDir(), ".json")
+}
+
+// ActiveIDs returns the IDs of jobs marked not finished, newest first.
+func (s *Store) ActiveIDs() ([]string, error) {
+	return s.names(s.activeDir(), "")
+}
+
+func (s *Store) names(dir, suffix string) ([]string, error) {
+	f, err := os.Open(dir)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	names, err := f.Readdirnames(-1)
+	if err != nil {
+		return nil, err
+	}
+	ids := names[:0]
+	for _, n := range names {
+		id, ok := strings.CutSuffix(n, suffix)
+		if ok && CheckID(id) == nil {
+			ids = append(ids, id)
+		}
+	}
+	slices.Sort(ids)
+	slices.Reverse(ids)
+	return ids, nil
+}

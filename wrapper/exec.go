@@ -1,0 +1,58 @@
+package wrapper
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"os/exec"
+	"syscall"
+)
+
+// Exec is `cmesh-run _exec`: wait until the wrapper has written the start
+// marker (it closes the pipe on fd 3), move to workdir, and become the
+// job's program. It returns only when that fails, with the shell's
+// statuses: 127 when the program is not found, 126 when it cannot run.
+func Exec(workdir string, argv []string) int {
+	hold := os.NewFile(3, "hold")
+	_, _ = io.Copy(io.Discard, hold)
+	hold.Close()
+	if len(argv) == 0 {
+		return cannot(126, "no command")
+	}
+	if err := os.Chdir(workdir); err != nil {
+		return cannot(126, "workdir %s: %v", workdir, unwrap(err))
+	}
+	path, err := exec.LookPath(argv[0])
+	if err != nil {
+		if errors.Is(err, fs.ErrNotExist) || errors.Is(err, exec.ErrNotFound) {
+			return cannot(127, "%s: command not found (PATH=%s)", argv[0], os.Getenv("PATH"))
+		}
+		return cannot(126, "%s: %v", argv[0], unwrap(err))
+	}
+	err = syscall.Exec(path, argv, os.Environ())
+	if errors.Is(err, syscall.ENOENT) {
+		return cannot(127, "%s: %v", path, err)
+	}
+	return cannot(126, "%s: %v", path, err)
+}
+
+// cannot reports a start failure where the job's own errors would go: its
+// output file, so that log shows why the job failed.
+func cannot(code int, format string, args ...any) int {
+	fmt.Fprintf(os.Stderr, "cmesh-run: cannot start job: "+format+"\n", args...)
+	return code
+}
+
+func unwrap(err error) error {
+	var pe *fs.PathError
+	if errors.As(err, &pe) {
+		return pe.Err
+	}
+	var ee *exec.Error
+	if errors.As(err, &ee) {
+		return ee.Err
+	}
+	return err
+}
