@@ -270,9 +270,19 @@ type env struct {
 	secret   string // value of the HTTP_X_SECRET request header
 	uid, gid int
 	fpm      *fpmProc
+	jobs     *jobList // every job scheduled, canceled at cleanup if still alive
+}
 
-	mu   sync.Mutex
-	jobs []string // every job scheduled, canceled at cleanup if still alive
+type jobList struct {
+	mu  sync.Mutex
+	ids []string
+}
+
+// sub returns e for use by subtest t (helpers fail the test they are given).
+func (e *env) sub(t *testing.T) *env {
+	c := *e
+	c.t = t
+	return &c
 }
 
 func newEnv(t *testing.T, bin string) *env {
@@ -290,7 +300,7 @@ func newEnv(t *testing.T, bin string) *env {
 	}
 	t.Cleanup(func() { os.RemoveAll(root) })
 	e := &env{
-		t: t, root: root, uid: uid, gid: gid,
+		t: t, root: root, uid: uid, gid: gid, jobs: &jobList{},
 		bin:      filepath.Join(root, "bin", "cmesh-run"),
 		www:      filepath.Join(root, "www"),
 		stateDir: filepath.Join(root, "state"),
@@ -687,9 +697,9 @@ func (e *env) track(id string) {
 	if id == "" {
 		return
 	}
-	e.mu.Lock()
-	e.jobs = append(e.jobs, id)
-	e.mu.Unlock()
+	e.jobs.mu.Lock()
+	e.jobs.ids = append(e.jobs.ids, id)
+	e.jobs.mu.Unlock()
 }
 
 func (e *env) status(id string) job {
@@ -750,7 +760,12 @@ func (e *env) collect(id string, limit int, timeout time.Duration) (string, job)
 // cmesh-run run directly as www-data (when no pool is up, and for cleanup)
 
 func (e *env) direct(args ...string) (stdout, stderr string, exit int) {
-	cmd := exec.Command(e.bin, append([]string{"--state-dir", e.stateDir}, args...)...)
+	return e.asWebUser(e.bin, append([]string{"--state-dir", e.stateDir}, args...)...)
+}
+
+// asWebUser runs a program as www-data with a minimal environment.
+func (e *env) asWebUser(prog string, args ...string) (stdout, stderr string, exit int) {
+	cmd := exec.Command(prog, args...)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{
 		Uid: uint32(e.uid), Gid: uint32(e.gid), Groups: []uint32{uint32(e.gid)},
 	}}
@@ -765,7 +780,7 @@ func (e *env) direct(args ...string) (stdout, stderr string, exit int) {
 	case errors.As(err, &ee):
 		exit = ee.ExitCode()
 	default:
-		e.t.Fatalf("run %s: %v", e.bin, err)
+		e.t.Fatalf("run %s: %v", prog, err)
 	}
 	return o.String(), s.String(), exit
 }
@@ -780,16 +795,26 @@ func (e *env) directStatus(id string) job {
 	return j
 }
 
-// cancelLeftovers cancels the jobs a failed test left running, so they do not outlive it.
+// cancelLeftovers cancels the jobs a failed test left running, so they do not outlive it;
+// when cancel fails it kills the job's processes by PID.
 func (e *env) cancelLeftovers() {
-	e.mu.Lock()
-	ids := e.jobs
-	e.mu.Unlock()
+	e.jobs.mu.Lock()
+	ids := e.jobs.ids
+	e.jobs.mu.Unlock()
 	for _, id := range ids {
 		out, _, code := e.direct("status", "--json", id)
 		var j job
-		if code == 0 && json.Unmarshal([]byte(out), &j) == nil && !finished(j.State) {
-			e.direct("cancel", "--grace", "1s", id)
+		if code != 0 || json.Unmarshal([]byte(out), &j) != nil || finished(j.State) {
+			continue
+		}
+		if _, _, code := e.direct("cancel", "--grace", "1s", id); code == 0 || j.PID == nil {
+			continue
+		}
+		for _, pid := range jobProcesses(*j.PID) {
+			if comm, _, err := procStat(pid); err == nil && comm != "atd" {
+				e.t.Logf("cleanup: cancel of %s failed, killing its process %d (%s)", id, pid, comm)
+				syscall.Kill(pid, syscall.SIGKILL)
+			}
 		}
 	}
 }

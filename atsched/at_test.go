@@ -1,0 +1,82 @@
+package atsched
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/cmesh/cmesh-run/status"
+)
+
+func TestParseJobNumber(t *testing.T) {
+	for in, want := range map[string]string{
+		"warning: commands will be executed using /bin/sh\njob 12 at Fri Nov 27 20:40:00 2026\n": "12",
+		"job 7 at Fri Nov 27 20:40:00 2026": "7",
+		"Can't open /var/run/atd.pid to signal atd. No atd running?\njob 3 at Fri Nov 27 2026\n": "3",
+	} {
+		if got, ok := ParseJobNumber([]byte(in)); !ok || got != want {
+			t.Errorf("ParseJobNumber(%q) = %q, %v; want %q", in, got, ok, want)
+		}
+	}
+	for _, in := range []string{"", "You do not have permission to use at.", "garbage job x at"} {
+		if got, ok := ParseJobNumber([]byte(in)); ok {
+			t.Errorf("ParseJobNumber(%q) = %q, want none", in, got)
+		}
+	}
+}
+
+func TestParseQueue(t *testing.T) {
+	q := ParseQueue([]byte("12\tFri Nov 27 20:40:00 2026 a root\n13\tFri Nov 27 20:40:00 2026 = www-data\n"))
+	if !q["12"] || !q["13"] || len(q) != 2 {
+		t.Errorf("ParseQueue = %v", q)
+	}
+}
+
+func TestPermitted(t *testing.T) {
+	dir := t.TempDir()
+	allow, deny := filepath.Join(dir, "at.allow"), filepath.Join(dir, "at.deny")
+	a := &At{AllowFile: allow, DenyFile: deny, User: "www-data", UID: 33}
+
+	if err := a.Permitted(); err != nil {
+		t.Errorf("no files: %v, want allowed", err)
+	}
+	os.WriteFile(deny, []byte("alias\nbackup\nwww-data\nnobody\n"), 0o644)
+	err := a.Permitted()
+	if status.KindOf(err) != status.Unavailable || !strings.Contains(err.Error(), deny) || !strings.Contains(err.Error(), "line 3") {
+		t.Errorf("denied: %v, want backend unavailable naming %s line 3", err, deny)
+	}
+	if h := status.HintOf(err); !strings.Contains(h, "3d") {
+		t.Errorf("hint %q does not give the sed command", h)
+	}
+	root := &At{AllowFile: allow, DenyFile: deny, User: "root", UID: 0}
+	if err := root.Permitted(); err != nil {
+		t.Errorf("root: %v, want allowed", err)
+	}
+	os.WriteFile(allow, []byte("cmesh\n"), 0o644)
+	if err := a.Permitted(); err == nil || !strings.Contains(err.Error(), allow) {
+		t.Errorf("at.allow without the user: %v", err)
+	}
+	os.WriteFile(allow, []byte("cmesh\nwww-data\n"), 0o644)
+	if err := a.Permitted(); err != nil {
+		t.Errorf("at.allow lists the user (at.deny ignored then): %v", err)
+	}
+}
+
+func TestCheckNames(t *testing.T) {
+	a := New("nobody", 65534)
+	a.At = "/nonexistent/at"
+	if err := a.Check(); status.KindOf(err) != status.Unavailable || !strings.Contains(status.HintOf(err), "apt-get install at") {
+		t.Errorf("missing at: %v (hint %q)", err, status.HintOf(err))
+	}
+	a = New("nobody", 65534)
+	a.At = "/bin/sh"
+	a.PidFiles = []string{filepath.Join(t.TempDir(), "atd.pid")}
+	if err := a.Check(); status.KindOf(err) != status.Unavailable || !strings.Contains(err.Error(), "atd is not running") {
+		t.Errorf("atd down: %v", err)
+	}
+	os.WriteFile(a.PidFiles[0], []byte("1\n"), 0o644) // PID 1 is not atd
+	if err := a.Check(); status.KindOf(err) != status.Unavailable || !strings.Contains(err.Error(), "stale") {
+		t.Errorf("stale pid file: %v", err)
+	}
+}

@@ -1,0 +1,44 @@
+package config
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+func TestParseErrorsNameLineAndKey(t *testing.T) {
+	for _, c := range []struct{ in, want string }{
+		{"backend = \"at\"\nbogus = 1\n", `line 2: unknown key "bogus"`},
+		{"backend = \"cron\"\n", `line 1: key "backend"`},
+		{"path = \"/bin\"\nmax_running = -1\n", `line 2: key "max_running"`},
+		{"workdir = \"rel\"\n", `line 1: key "workdir"`},
+		{"[env]\nA = \"1\"\n\"B-C\" = \"2\"\n", `key "env.B-C"`},
+		{"backend = \n", "line 1"},
+		{"[profiles.x]\ncommand = [\"a\"]\nnope = 1\n", `line 3: unknown key "profiles.x.nope"`},
+	} {
+		var cfg Config
+		err := Parse([]byte(c.in), &cfg)
+		if err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("Parse(%q) = %v, want %q", c.in, err, c.want)
+		}
+	}
+}
+
+func TestLoad(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "c.toml")
+	os.WriteFile(path, []byte("state_dir = \"/srv/s\"\n[env]\nNODE_OPTIONS = \"--max-old-space-size=8192\"\n"), 0o644)
+	c, err := Load(path, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.StateDir != "/srv/s" || c.Env["NODE_OPTIONS"] == "" || c.Path != DefaultJobPath || c.Lang != "C.UTF-8" || c.Backend != "at" {
+		t.Errorf("Load = %+v", c)
+	}
+	if _, err := Load(path+".missing", true); err == nil {
+		t.Error("a missing required config loaded")
+	}
+	if c, err := Load(path+".missing", false); err != nil || c.File != "" {
+		t.Errorf("a missing default config: %v", err)
+	}
+}
