@@ -6,9 +6,7 @@ package atsched
 import (
 	"bufio"
 	"bytes"
-	"errors"
 	"fmt"
-	"io/fs"
 	"os"
 	"os/exec"
 	"regexp"
@@ -95,28 +93,41 @@ func (a *At) AtdPID() (int, bool) {
 
 // Permitted applies at's own rule (at's perm.c): root may always use at;
 // when at.allow exists only the users it lists may; otherwise everyone
-// but the users at.deny lists. The error names the file and line to edit.
+// but the users at.deny lists. The error names the file and the line to
+// change. Debian keeps both files root:daemon 0640, so other users cannot
+// read them: then Permitted says nothing and at's own refusal, explained
+// by Denied, is the answer.
 func (a *At) Permitted() error {
 	if a.UID == 0 {
 		return nil
 	}
 	if _, err := os.Stat(a.AllowFile); err == nil {
-		if line, _ := findUser(a.AllowFile, a.User); line > 0 {
+		line, err := findUser(a.AllowFile, a.User)
+		if err != nil || line > 0 {
 			return nil
 		}
+		return a.Denied(0)
+	}
+	if line, err := findUser(a.DenyFile, a.User); err == nil && line > 0 {
+		return a.Denied(line)
+	}
+	return nil
+}
+
+// Denied is the error for a user whom at refuses; line is at.deny's line
+// that lists the user, when known.
+func (a *At) Denied(line int) *status.Error {
+	if _, err := os.Stat(a.AllowFile); err == nil {
 		return unavailable("user %s may not use at: %s exists and does not list it", a.User, a.AllowFile).
 			WithHint("add a line %q to %s (as root: echo %s >> %s)", a.User, a.AllowFile, a.User, a.AllowFile)
 	}
-	line, err := findUser(a.DenyFile, a.User)
-	if err != nil && !errors.Is(err, fs.ErrNotExist) {
-		return unavailable("cannot read %s: %v", a.DenyFile, err)
-	}
+	where := a.DenyFile + " lists it"
 	if line > 0 {
-		return unavailable("user %s may not use at: line %d of %s lists it", a.User, line, a.DenyFile).
-			WithHint("delete line %d (%q) of %s (as root: sed -i '%dd' %s), or list %s in %s",
-				line, a.User, a.DenyFile, line, a.DenyFile, a.User, a.AllowFile)
+		where = fmt.Sprintf("line %d of %s lists it", line, a.DenyFile)
 	}
-	return nil
+	return unavailable("user %s may not use at: %s", a.User, where).
+		WithHint("delete the line %q from %s (as root: sed -i '/^%s$/d' %s), or list %s in %s",
+			a.User, a.DenyFile, regexp.QuoteMeta(a.User), a.DenyFile, a.User, a.AllowFile)
 }
 
 // findUser returns the 1-based line of file that is exactly user.
@@ -166,12 +177,8 @@ func (a *At) Submit(r *status.Record, script []byte) (string, error) {
 		if ok {
 			_ = a.Remove(ref)
 		}
-		if strings.Contains(string(out), "permission") {
-			if perr := a.Permitted(); perr != nil {
-				return "", perr
-			}
-			return "", unavailable("at refused the job: %s", msg).
-				WithHint("check /etc/at.allow and /etc/at.deny for user %s", a.User)
+		if strings.Contains(string(out), "permission to use at") {
+			return "", a.Denied(0)
 		}
 		return "", unavailable("at failed: %s (%v)", msg, err).WithHint("run cmesh-run doctor")
 	}

@@ -46,9 +46,20 @@ func TestPermitted(t *testing.T) {
 	if status.KindOf(err) != status.Unavailable || !strings.Contains(err.Error(), deny) || !strings.Contains(err.Error(), "line 3") {
 		t.Errorf("denied: %v, want backend unavailable naming %s line 3", err, deny)
 	}
-	if h := status.HintOf(err); !strings.Contains(h, "3d") {
+	if h := status.HintOf(err); !strings.Contains(h, `sed -i '/^www-data$/d' `+deny) {
 		t.Errorf("hint %q does not give the sed command", h)
 	}
+	// Unreadable files (Debian: root:daemon 0640): no verdict, at decides.
+	os.Chmod(deny, 0)
+	if os.Getuid() != 0 {
+		if err := a.Permitted(); err != nil {
+			t.Errorf("unreadable at.deny: %v, want no verdict", err)
+		}
+	}
+	if d := a.Denied(0); !strings.Contains(d.Error(), deny+" lists it") {
+		t.Errorf("Denied(0) = %v", d)
+	}
+	os.Chmod(deny, 0o644)
 	root := &At{AllowFile: allow, DenyFile: deny, User: "root", UID: 0}
 	if err := root.Permitted(); err != nil {
 		t.Errorf("root: %v, want allowed", err)

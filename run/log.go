@@ -161,7 +161,7 @@ func (a *app) logJSON(j status.Job, out *status.Output, offset, limit int64, raw
 	// means the bytes are final, and invalid bytes are replaced then.
 	endsInData := len(r.Markers) == 0 || r.Markers[len(r.Markers)-1].Offset+int64(r.Markers[len(r.Markers)-1].Len) < r.End
 	k := partialRune(data)
-	more := next < size && k < len(data)       // the rest of it is already in the file
+	more := next < size && k < len(data)           // the rest of it is already in the file
 	pending := next >= size && !j.State.Finished() // the job may be writing it now
 	if k > 0 && endsInData && (more || pending) {
 		data, next = data[:len(data)-k], next-int64(k)

@@ -1,0 +1,209 @@
+//go:build integration
+
+// Package integration runs cmesh-run against the real atd: the scripts
+// (make test) install at and start atd; these tests only check for them.
+package integration
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+)
+
+var bin string // the cmesh-run under test
+
+func TestMain(m *testing.M) {
+	bin = os.Getenv("CMESH_RUN_BIN")
+	if bin == "" {
+		dir, err := os.MkdirTemp("", "cmesh-run-bin")
+		if err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(1)
+		}
+		bin = filepath.Join(dir, "cmesh-run")
+		build := exec.Command("go", "build", "-o", bin, "../..")
+		build.Env = append(os.Environ(), "CGO_ENABLED=0")
+		if out, err := build.CombinedOutput(); err != nil {
+			fmt.Fprintf(os.Stderr, "build: %v\n%s", err, out)
+			os.Exit(1)
+		}
+		defer os.RemoveAll(dir)
+	}
+	code := m.Run()
+	os.Exit(code)
+}
+
+// needAtd skips (loudly) or, when integration is required, fails a test
+// that needs a running atd.
+func needAtd(t *testing.T) {
+	t.Helper()
+	why := ""
+	if _, err := os.Stat("/usr/bin/at"); err != nil {
+		why = "/usr/bin/at missing"
+	} else if _, ok := atdPID(); !ok {
+		why = "atd is not running"
+	}
+	if why == "" {
+		return
+	}
+	if os.Getenv("CMESH_RUN_REQUIRE_INTEGRATION") == "1" {
+		t.Fatalf("integration required but %s", why)
+	}
+	t.Skipf("SKIP (integration): %s; run make test as root", why)
+}
+
+func atdPID() (int, bool) {
+	b, err := os.ReadFile("/run/atd.pid")
+	if err != nil {
+		return 0, false
+	}
+	pid, _ := strconv.Atoi(strings.TrimSpace(string(b)))
+	comm, _ := os.ReadFile(fmt.Sprintf("/proc/%d/comm", pid))
+	return pid, strings.TrimSpace(string(comm)) == "atd"
+}
+
+// env is one isolated state dir.
+type env struct {
+	t     *testing.T
+	state string
+}
+
+func newEnv(t *testing.T) *env {
+	needAtd(t)
+	return &env{t: t, state: filepath.Join(t.TempDir(), "state")}
+}
+
+type result struct {
+	stdout, stderr []byte
+	code           int
+}
+
+// run runs cmesh-run with the env's state dir and a minimal environment.
+func (e *env) run(args ...string) result {
+	return e.runEnv(nil, args...)
+}
+
+func (e *env) runEnv(extra []string, args ...string) result {
+	e.t.Helper()
+	cmd := exec.Command(bin, append([]string{"--state-dir", e.state}, args...)...)
+	cmd.Env = append([]string{"PATH=/usr/bin:/bin"}, extra...)
+	var so, se bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &so, &se
+	err := cmd.Run()
+	code := 0
+	if err != nil {
+		var ee *exec.ExitError
+		if !errors.As(err, &ee) {
+			e.t.Fatalf("cmesh-run %q: %v", args, err)
+		}
+		code = ee.ExitCode()
+	}
+	return result{so.Bytes(), se.Bytes(), code}
+}
+
+func (e *env) must(args ...string) []byte {
+	e.t.Helper()
+	r := e.run(args...)
+	if r.code != 0 {
+		e.t.Fatalf("cmesh-run %q: exit %d: %s", args, r.code, r.stderr)
+	}
+	return r.stdout
+}
+
+// schedule schedules argv and returns the job ID.
+func (e *env) schedule(opts []string, argv ...string) string {
+	e.t.Helper()
+	out := e.must(append(append([]string{"schedule"}, opts...), append([]string{"--"}, argv...)...)...)
+	lines := strings.Split(strings.TrimSpace(string(out)), "\n")
+	if len(lines) != 1 {
+		e.t.Fatalf("schedule printed %q, want the ID alone on one line", out)
+	}
+	return lines[0]
+}
+
+type job struct {
+	ID         string   `json:"id"`
+	Name       *string  `json:"name"`
+	State      string   `json:"state"`
+	ExitCode   *int     `json:"exit_code"`
+	Signal     string   `json:"signal"`
+	Command    []string `json:"command"`
+	Workdir    string   `json:"workdir"`
+	Backend    string   `json:"backend"`
+	BackendRef *string  `json:"backend_ref"`
+	User       string   `json:"user"`
+	PID        *int     `json:"pid"`
+	Attempt    int      `json:"attempt"`
+	CreatedAt  string   `json:"created_at"`
+	StartedAt  *string  `json:"started_at"`
+	FinishedAt *string  `json:"finished_at"`
+	OutputPath string   `json:"output_path"`
+}
+
+func (e *env) status(id string) job {
+	e.t.Helper()
+	var j job
+	out := e.must("status", "--json", id)
+	if err := json.Unmarshal(out, &j); err != nil {
+		e.t.Fatalf("status --json: %v: %s", err, out)
+	}
+	return j
+}
+
+var finished = map[string]bool{"succeeded": true, "failed": true, "canceled": true, "timed_out": true, "lost": true}
+
+// waitDone polls status until the job has finished or the deadline passes.
+func (e *env) waitDone(id string, within time.Duration) job {
+	e.t.Helper()
+	deadline := time.Now().Add(within)
+	for {
+		j := e.status(id)
+		if finished[j.State] {
+			return j
+		}
+		if time.Now().After(deadline) {
+			e.t.Fatalf("job %s still %s after %v", id, j.State, within)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// waitFor polls cond until it holds or the deadline passes.
+func waitFor(t *testing.T, within time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %v waiting for %s", within, what)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func (e *env) log(id string, args ...string) []byte {
+	e.t.Helper()
+	return e.must(append(append([]string{"log"}, args...), id)...)
+}
+
+// atQueue returns atq's job numbers.
+func atQueue(t *testing.T) map[string]bool {
+	out, err := exec.Command("/usr/bin/atq").Output()
+	if err != nil {
+		t.Fatalf("atq: %v", err)
+	}
+	q := map[string]bool{}
+	for _, l := range strings.Split(string(out), "\n") {
+		if f := strings.Fields(l); len(f) > 0 {
+			q[f[0]] = true
+		}
+	}
+	return q
+}
