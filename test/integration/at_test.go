@@ -484,3 +484,52 @@ func TestZAtdDown(t *testing.T) {
 	restarted = true
 	waitFor(t, 10*time.Second, "atd to run again", func() bool { _, ok := atdPID(); return ok })
 }
+
+// log --follow streams while the job runs and exits 0 once it finished,
+// having printed exactly the job's bytes.
+func TestFollow(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	id := e.schedule(nil, "sh", "-c", `for i in 1 2 3 4 5 6 7 8 9 10; do echo "tick $i"; sleep 0.1; done; printf end`)
+	r := e.run("log", "--follow", id)
+	if r.code != 0 {
+		t.Fatalf("log --follow: exit %d %s", r.code, r.stderr)
+	}
+	want := "tick 1\ntick 2\ntick 3\ntick 4\ntick 5\ntick 6\ntick 7\ntick 8\ntick 9\ntick 10\nend"
+	if string(r.stdout) != want {
+		t.Errorf("followed %q, want %q", r.stdout, want)
+	}
+	if j := e.status(id); j.State != "succeeded" {
+		t.Errorf("follow returned while the job is %s", j.State)
+	}
+}
+
+func TestWaitTimeout(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	id := e.schedule(nil, "sleep", "3")
+	if r := e.run("wait", "--timeout", "100ms", id); r.code != 124 {
+		t.Errorf("wait --timeout before the end: exit %d, want 124", r.code)
+	}
+	if r := e.run("wait", "--timeout", "30s", id); r.code != 0 {
+		t.Errorf("wait: exit %d, want 0", r.code)
+	}
+}
+
+// Diagnostics go to stderr only: stdout stays the ID or the JSON.
+func TestDiagnosticsNeverOnStdout(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	r := e.run("--log-level", "debug", "schedule", "--", "true")
+	if r.code != 0 || !regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,63}\n$`).Match(r.stdout) {
+		t.Fatalf("stdout %q (exit %d)", r.stdout, r.code)
+	}
+	if !bytes.Contains(r.stderr, []byte("job scheduled")) {
+		t.Errorf("debug diagnostics missing from stderr: %s", r.stderr)
+	}
+	r = e.run("--log-level", "debug", "--log-format", "json", "status", "--json", strings.TrimSpace(string(r.stdout)))
+	var j job
+	if err := json.Unmarshal(r.stdout, &j); err != nil {
+		t.Errorf("status --json stdout is not one JSON object: %q", r.stdout)
+	}
+}
