@@ -71,6 +71,7 @@ func New(stdout, stderr io.Writer) *cli.App {
 			a.listCommand(),
 			a.logCommand(),
 			a.waitCommand(),
+			a.doctorCommand(),
 			a.versionCommand(),
 			a.wrapCommand(),
 			a.execCommand(),

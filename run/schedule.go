@@ -65,51 +65,80 @@ func (a *app) schedule(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
+	rec, err := a.submit(submission{
+		argv: argv, name: name, workdir: workdir, env: extra,
+		inherit: c.Bool("inherit-env"), backend: c.String("backend"),
+	})
+	if err != nil {
+		return err
+	}
+	if a.jsonOut {
+		j := rec.Public()
+		j.Reused = status.Ptr(false)
+		return printJSON(a.stdout, j)
+	}
+	_, err = a.stdout.Write([]byte(rec.ID + "\n"))
+	return err
+}
+
+// submission is a validated request to start a job.
+type submission struct {
+	argv    []string
+	name    *string
+	workdir string
+	env     []string
+	inherit bool
+	backend string
+}
+
+// submit records the job and hands it to its backend. On any error it
+// leaves nothing behind: no record, no output, nothing queued.
+func (a *app) submit(s submission) (*status.Record, error) {
 	who := currentCaller()
-	bname := c.String("backend")
+	bname := s.backend
 	if bname == "" {
 		bname = a.cfg.Backend
 	}
 	be, err := a.backendFor(bname, who)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	if err := be.Check(); err != nil {
-		return err
+		return nil, err
 	}
 	st, err := a.store(true)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	exe, err := os.Executable()
 	if err != nil {
-		return err
+		return nil, err
 	}
 
 	id, err := newJobFiles(st)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	lock, err := st.Lock(id)
 	if err != nil {
 		_ = st.Remove(id)
-		return err
+		return nil, err
 	}
 	defer status.Unlock(lock)
 	rec := &status.Record{
 		Job: status.Job{
-			ID: id, Name: name, State: status.Queued, Command: argv, Workdir: workdir,
+			ID: id, Name: s.name, State: status.Queued, Command: s.argv, Workdir: s.workdir,
 			Backend: be.Name(), User: who.name, RequestedBy: requestedBy(who),
 			Attempt: 1, CreatedAt: time.Now().UTC(), OutputPath: st.OutputPath(id),
 		},
 		Nonce: status.NewNonce(),
 	}
-	env := a.jobEnv(rec, who, extra, c.Bool("inherit-env"))
-	script := backend.Script(exe, st.Dir, id, argv, status.Spec{Nonce: rec.Nonce, Workdir: workdir, Env: env})
-	undo := func(err error) error {
+	env := a.jobEnv(rec, who, s.env, s.inherit)
+	script := backend.Script(exe, st.Dir, id, s.argv, status.Spec{Nonce: rec.Nonce, Workdir: s.workdir, Env: env})
+	undo := func(err error) (*status.Record, error) {
 		_ = st.Remove(id)
 		a.audit(rec, "refused", err)
-		return err
+		return nil, err
 	}
 	if err := st.SetActive(id, true); err != nil {
 		return undo(err)
@@ -128,13 +157,7 @@ func (a *app) schedule(c *cli.Context) error {
 		return undo(err)
 	}
 	a.audit(rec, "scheduled", nil)
-	if a.jsonOut {
-		j := rec.Public()
-		j.Reused = status.Ptr(false)
-		return printJSON(a.stdout, j)
-	}
-	_, err = a.stdout.Write([]byte(id + "\n"))
-	return err
+	return rec, nil
 }
 
 // jobArgv takes the argv from `-- PROGRAM ARGS` or from --command.

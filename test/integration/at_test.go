@@ -478,6 +478,15 @@ func TestZAtdDown(t *testing.T) {
 			t.Errorf("a refused schedule left files: %v", entries)
 		}
 	}
+	// doctor sees it too, with the fix.
+	rep, code := doctor(t, 0, e.state, "--fpm-conf", "/nonexistent/*.conf")
+	c := find(t, rep, "atd running")
+	if code != 1 || c.Status != "fail" || !strings.Contains(c.Fix, "systemctl enable --now atd") {
+		t.Errorf("doctor with atd down: exit %d, %+v", code, c)
+	}
+	if c := find(t, rep, "probe job"); c.Status == "ok" {
+		t.Errorf("probe job ok with atd down")
+	}
 	if err := exec.Command("/usr/sbin/atd").Run(); err != nil {
 		t.Fatalf("restart atd: %v", err)
 	}
