@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 	"testing"
@@ -231,6 +232,23 @@ func FuzzOutputRead(f *testing.F) {
 		r, _ := o.Read(0, size, false)
 		if n := len(r.Markers); n != 4 {
 			t.Fatalf("found %d markers, want 4", n)
+		}
+	})
+}
+
+// The hand-written matchers agree with the patterns SPEC.md gives.
+func FuzzIDAndNameMatchSpec(f *testing.F) {
+	idRe := regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$`)
+	nameRe := regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._@+-]{0,127}$`)
+	for _, s := range []string{"", "a", "../x", "a@b+c", strings.Repeat("a", 64), strings.Repeat("b", 65), "x\n", "é"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		if (CheckID(s) == nil) != idRe.MatchString(s) {
+			t.Errorf("CheckID(%q) disagrees with the pattern", s)
+		}
+		if (CheckName(s) == nil) != nameRe.MatchString(s) {
+			t.Errorf("CheckName(%q) disagrees with the pattern", s)
 		}
 	})
 }
