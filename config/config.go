@@ -8,7 +8,9 @@ import (
 	"io/fs"
 	"os"
 	"regexp"
+	"strconv"
 	"strings"
+	"time"
 
 	"github.com/BurntSushi/toml"
 
@@ -30,10 +32,48 @@ type Config struct {
 	StateDir          string             `toml:"state_dir"`
 	AllowFreeCommands *bool              `toml:"allow_free_commands"`
 	MaxRunning        int                `toml:"max_running"`
+	Timeout           Duration           `toml:"timeout"`
+	Grace             Duration           `toml:"grace"`
+	Retries           int                `toml:"retries"`
+	RetryDelay        Duration           `toml:"retry_delay"`
+	Retain            Retain             `toml:"retain"`
 	Env               map[string]string  `toml:"env"`
 	Profiles          map[string]Profile `toml:"profiles"`
 
 	File string `toml:"-"` // where it was read from, "" for none
+}
+
+// Retain is what schedule prunes on the way: finished jobs older than
+// MaxAge, and finished jobs beyond the newest MaxJobs.
+type Retain struct {
+	MaxAge  Duration `toml:"max_age"`
+	MaxJobs int      `toml:"max_jobs"`
+}
+
+// Duration is a TOML string such as "90s", "15m", "2h" or "30d".
+type Duration struct{ time.Duration }
+
+// UnmarshalText implements encoding.TextUnmarshaler.
+func (d *Duration) UnmarshalText(b []byte) error {
+	v, err := ParseDuration(string(b))
+	d.Duration = v
+	return err
+}
+
+// ParseDuration is time.ParseDuration plus whole days ("30d").
+func ParseDuration(s string) (time.Duration, error) {
+	if n, ok := strings.CutSuffix(s, "d"); ok {
+		days, err := strconv.Atoi(n)
+		if err != nil || days < 0 {
+			return 0, fmt.Errorf("bad duration %q", s)
+		}
+		return time.Duration(days) * 24 * time.Hour, nil
+	}
+	d, err := time.ParseDuration(s)
+	if err != nil || d < 0 {
+		return 0, fmt.Errorf("bad duration %q (want e.g. 90s, 15m, 2h, 30d)", s)
+	}
+	return d, nil
 }
 
 // Profile is a named, pre-approved command.
@@ -62,7 +102,7 @@ func Load(path string, required bool) (*Config, error) {
 	}
 	if err := Parse(data, c); err != nil {
 		return nil, status.Errorf(status.Usage, "config %s: %v", path, err).
-			WithHint("fix the file; cmesh-run config check %s validates it", path)
+			WithHint("fix %s; the man page lists every key", path)
 	}
 	c.File = path
 	return c.withDefaults(), nil
@@ -75,7 +115,11 @@ func Parse(data []byte, c *Config) error {
 	if err != nil {
 		var pe toml.ParseError
 		if errors.As(err, &pe) {
-			return fmt.Errorf("line %d: %s", pe.Position.Line, pe.Message)
+			msg := pe.Message
+			if pe.LastKey != "" {
+				msg = fmt.Sprintf("key %q: %s", pe.LastKey, msg)
+			}
+			return fmt.Errorf("line %d: %s", pe.Position.Line, msg)
 		}
 		return err
 	}
@@ -88,8 +132,13 @@ func Parse(data []byte, c *Config) error {
 	default:
 		return fmt.Errorf("line %d: key \"backend\": %q is not a backend this build has (at)", lineOf(data, "backend"), c.Backend)
 	}
-	if c.MaxRunning < 0 {
-		return fmt.Errorf("line %d: key \"max_running\": must be 0 or more", lineOf(data, "max_running"))
+	for _, n := range []struct {
+		key string
+		v   int
+	}{{"max_running", c.MaxRunning}, {"retries", c.Retries}, {"max_jobs", c.Retain.MaxJobs}} {
+		if n.v < 0 {
+			return fmt.Errorf("line %d: key %q: must be 0 or more", lineOf(data, n.key), n.key)
+		}
 	}
 	for k := range c.Env {
 		if !envName.MatchString(k) {

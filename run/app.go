@@ -71,6 +71,8 @@ func New(stdout, stderr io.Writer) *cli.App {
 			a.listCommand(),
 			a.logCommand(),
 			a.waitCommand(),
+			a.cancelCommand(),
+			a.pruneCommand(),
 			a.doctorCommand(),
 			a.versionCommand(),
 			a.wrapCommand(),

@@ -72,7 +72,7 @@ func (a *app) doctor(c *cli.Context) error {
 // end marker; it removes the job's files afterwards.
 func (a *app) probeJob(timeout time.Duration) error {
 	name := "cmesh-run-doctor"
-	rec, err := a.submit(submission{argv: []string{"true"}, name: &name, workdir: "/"})
+	rec, _, err := a.submit(submission{argv: []string{"true"}, name: &name, workdir: "/"})
 	if err != nil {
 		return err
 	}

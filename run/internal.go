@@ -2,6 +2,8 @@ package run
 
 import (
 	"os"
+	"strconv"
+	"strings"
 
 	"github.com/urfave/cli/v2"
 
@@ -40,9 +42,22 @@ func (a *app) execCommand() *cli.Command {
 		Hidden:    true,
 		Usage:     "become the job's program once the wrapper says so",
 		ArgsUsage: "-- PROGRAM [ARG...]",
-		Flags:     []cli.Flag{&cli.StringFlag{Name: "workdir", Required: true}},
+		Flags: []cli.Flag{
+			&cli.StringFlag{Name: "workdir", Required: true},
+			&cli.IntFlag{Name: "nice"},
+			&cli.StringSliceFlag{Name: "rlimit"},
+		},
 		Action: func(c *cli.Context) error {
-			return exitError(wrapper.Exec(c.String("workdir"), c.Args().Slice()))
+			var limits []status.Rlimit
+			for _, l := range c.StringSlice("rlimit") {
+				name, v, _ := strings.Cut(l, "=")
+				n, err := strconv.ParseUint(v, 10, 64)
+				if err != nil {
+					return err
+				}
+				limits = append(limits, status.Rlimit{Name: name, Value: n})
+			}
+			return exitError(wrapper.Exec(c.String("workdir"), c.Int("nice"), limits, c.Args().Slice()))
 		},
 	}
 }

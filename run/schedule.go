@@ -34,6 +34,17 @@ func (a *app) scheduleCommand() *cli.Command {
 			&cli.StringFlag{Name: "workdir", Usage: "`DIR` the job starts in", DefaultText: "the config's workdir, else the current directory"},
 			&cli.StringSliceFlag{Name: "env", Usage: "set `K=V` in the job's environment (repeatable)"},
 			&cli.BoolFlag{Name: "inherit-env", Usage: "pass the caller's whole environment to the job (under the clean one)"},
+			&cli.BoolFlag{Name: "unique", Usage: "with --name: when a job of that name is queued, waiting or running, start nothing and print that job (\"reused\": true)"},
+			&cli.StringFlag{Name: "timeout", Usage: "stop each attempt after `DUR` (90s, 15m, 2h): SIGTERM to the whole job, SIGKILL after --grace; state timed_out", DefaultText: "the config's timeout, else none"},
+			&cli.StringFlag{Name: "grace", Usage: "`DUR` between SIGTERM and SIGKILL when the timeout strikes", DefaultText: "the config's grace, else 10s"},
+			&cli.IntFlag{Name: "retries", Usage: "start the job again up to `N` more times after a non-zero exit (never after a cancel or timeout)", DefaultText: "the config's retries, else 0"},
+			&cli.StringFlag{Name: "retry-delay", Usage: "wait `DUR` before each retry", DefaultText: "the config's retry_delay, else 10s"},
+			&cli.IntFlag{Name: "nice", Usage: "run the job at niceness `N` (-20..19; below 0 needs root)"},
+			&cli.Uint64Flag{Name: "limit-cpu", Usage: "RLIMIT_CPU: at most `SECONDS` of CPU time"},
+			&cli.Uint64Flag{Name: "limit-nofile", Usage: "RLIMIT_NOFILE: at most `N` open files"},
+			&cli.Uint64Flag{Name: "limit-core", Usage: "RLIMIT_CORE: core files up to `BYTES` (0: none)"},
+			&cli.StringFlag{Name: "memory-max", Usage: "memory quota (`BYTES`); only a backend that can enforce it accepts it (at cannot: refused)"},
+			&cli.StringFlag{Name: "cpu-quota", Usage: "CPU quota (`PERCENT`); only a backend that can enforce it accepts it (at cannot: refused)"},
 			&cli.StringFlag{Name: "backend", Usage: "`BACKEND` that starts the job: at (auto means at in this build)", DefaultText: "the config's backend, else at"},
 			&cli.BoolFlag{Name: "json", Usage: "print the job object as one line of JSON instead of the ID"},
 		},
@@ -65,16 +76,24 @@ func (a *app) schedule(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	rec, err := a.submit(submission{
+	ctl, err := a.jobControl(c)
+	if err != nil {
+		return err
+	}
+	if c.Bool("unique") && name == nil {
+		return status.Errorf(status.Usage, "--unique needs --name").WithHint("name the job: --name NAME --unique")
+	}
+	rec, reused, err := a.submit(submission{
 		argv: argv, name: name, workdir: workdir, env: extra,
 		inherit: c.Bool("inherit-env"), backend: c.String("backend"),
+		unique: c.Bool("unique"), control: ctl,
 	})
 	if err != nil {
 		return err
 	}
 	if a.jsonOut {
 		j := rec.Public()
-		j.Reused = status.Ptr(false)
+		j.Reused = status.Ptr(reused)
 		return printJSON(a.stdout, j)
 	}
 	_, err = a.stdout.Write([]byte(rec.ID + "\n"))
@@ -89,11 +108,65 @@ type submission struct {
 	env     []string
 	inherit bool
 	backend string
+	unique  bool
+	control status.Spec // timeout, grace, retries, delay, nice, limits
+}
+
+// jobControl reads the job-control flags, with the config's defaults.
+func (a *app) jobControl(c *cli.Context) (status.Spec, error) {
+	var s status.Spec
+	for _, q := range []string{"memory-max", "cpu-quota"} {
+		if c.IsSet(q) {
+			return s, status.Errorf(status.Usage, "--%s: the at backend cannot enforce a quota, and this build has no backend that can", q).
+				WithHint("drop --%s; --limit-cpu, --limit-nofile, --limit-core and --nice work everywhere", q)
+		}
+	}
+	dur := func(flag string, def time.Duration) (time.Duration, error) {
+		if !c.IsSet(flag) {
+			return def, nil
+		}
+		d, err := config.ParseDuration(c.String(flag))
+		if err != nil {
+			return 0, status.Errorf(status.Usage, "--%s: %v", flag, err).WithHint("e.g. --%s 15m", flag)
+		}
+		return d, nil
+	}
+	var err error
+	if s.Timeout, err = dur("timeout", a.cfg.Timeout.Duration); err != nil {
+		return s, err
+	}
+	if s.Grace, err = dur("grace", a.cfg.Grace.Duration); err != nil {
+		return s, err
+	}
+	if s.RetryDelay, err = dur("retry-delay", a.cfg.RetryDelay.Duration); err != nil {
+		return s, err
+	}
+	if !c.IsSet("retry-delay") && a.cfg.RetryDelay.Duration == 0 {
+		s.RetryDelay = 10 * time.Second
+	}
+	s.Retries = a.cfg.Retries
+	if c.IsSet("retries") {
+		s.Retries = c.Int("retries")
+	}
+	if s.Retries < 0 || s.Retries > 1000 {
+		return s, status.Errorf(status.Usage, "--retries %d: want 0 to 1000", s.Retries).WithHint("e.g. --retries 2")
+	}
+	s.Nice = c.Int("nice")
+	if s.Nice < -20 || s.Nice > 19 {
+		return s, status.Errorf(status.Usage, "--nice %d: want -20 to 19", s.Nice).WithHint("e.g. --nice 10")
+	}
+	for _, l := range []struct{ flag, name string }{{"limit-cpu", "cpu"}, {"limit-nofile", "nofile"}, {"limit-core", "core"}} {
+		if c.IsSet(l.flag) {
+			s.Limits = append(s.Limits, status.Rlimit{Name: l.name, Value: c.Uint64(l.flag)})
+		}
+	}
+	s.Slots = a.cfg.MaxRunning
+	return s, nil
 }
 
 // submit records the job and hands it to its backend. On any error it
 // leaves nothing behind: no record, no output, nothing queued.
-func (a *app) submit(s submission) (*status.Record, error) {
+func (a *app) submit(s submission) (*status.Record, bool, error) {
 	who := currentCaller()
 	bname := s.backend
 	if bname == "" {
@@ -101,28 +174,41 @@ func (a *app) submit(s submission) (*status.Record, error) {
 	}
 	be, err := a.backendFor(bname, who)
 	if err != nil {
-		return nil, err
+		return nil, false, err
 	}
 	if err := be.Check(); err != nil {
-		return nil, err
+		return nil, false, err
 	}
 	st, err := a.store(true)
 	if err != nil {
-		return nil, err
+		return nil, false, err
 	}
 	exe, err := os.Executable()
 	if err != nil {
-		return nil, err
+		return nil, false, err
+	}
+	if s.unique {
+		// The state dir's lock makes "is one running? if not, start one"
+		// a single step: of racing callers exactly one starts the job.
+		all, err := st.LockAll()
+		if err != nil {
+			return nil, false, err
+		}
+		defer status.Unlock(all)
+		if r := a.unfinishedNamed(st, *s.name); r != nil {
+			a.audit(r, "reused", nil)
+			return r, true, nil
+		}
 	}
 
 	id, err := newJobFiles(st)
 	if err != nil {
-		return nil, err
+		return nil, false, err
 	}
 	lock, err := st.Lock(id)
 	if err != nil {
 		_ = st.Remove(id)
-		return nil, err
+		return nil, false, err
 	}
 	defer status.Unlock(lock)
 	rec := &status.Record{
@@ -130,15 +216,20 @@ func (a *app) submit(s submission) (*status.Record, error) {
 			ID: id, Name: s.name, State: status.Queued, Command: s.argv, Workdir: s.workdir,
 			Backend: be.Name(), User: who.name, RequestedBy: requestedBy(who),
 			Attempt: 1, CreatedAt: time.Now().UTC(), OutputPath: st.OutputPath(id),
+			Retries: s.control.Retries,
 		},
 		Nonce: status.NewNonce(),
 	}
-	env := a.jobEnv(rec, who, s.env, s.inherit)
-	script := backend.Script(exe, st.Dir, id, s.argv, status.Spec{Nonce: rec.Nonce, Workdir: s.workdir, Env: env})
-	undo := func(err error) (*status.Record, error) {
+	if s.control.Timeout > 0 {
+		rec.Timeout = status.Ptr(s.control.Timeout.String())
+	}
+	spec := s.control
+	spec.Nonce, spec.Workdir, spec.Env = rec.Nonce, s.workdir, a.jobEnv(rec, who, s.env, s.inherit)
+	script := backend.Script(exe, st.Dir, id, s.argv, spec)
+	undo := func(err error) (*status.Record, bool, error) {
 		_ = st.Remove(id)
 		a.audit(rec, "refused", err)
-		return nil, err
+		return nil, false, err
 	}
 	if err := st.SetActive(id, true); err != nil {
 		return undo(err)
@@ -157,7 +248,29 @@ func (a *app) submit(s submission) (*status.Record, error) {
 		return undo(err)
 	}
 	a.audit(rec, "scheduled", nil)
-	return rec, nil
+	a.retain(st)
+	return rec, false, nil
+}
+
+// unfinishedNamed returns the newest job called name that is queued,
+// waiting or running, if any. The active index keeps this cheap.
+func (a *app) unfinishedNamed(st *status.Store, name string) *status.Record {
+	ids, err := st.ActiveIDs()
+	if err != nil {
+		return nil
+	}
+	probe := a.probe()
+	for _, id := range ids {
+		r, err := st.Load(id)
+		if err != nil || r.NameOrEmpty() != name {
+			continue
+		}
+		if j := st.Derive(r, probe); !j.State.Finished() {
+			r.Job = j
+			return r
+		}
+	}
+	return nil
 }
 
 // jobArgv takes the argv from `-- PROGRAM ARGS` or from --command.

@@ -10,14 +10,14 @@ type Probe func(r *Record) (pending bool, err error)
 func (s *Store) Derive(r *Record, pending Probe) Job {
 	j := r.Job
 	switch j.State {
-	case Running:
+	case Running, Waiting:
 		if Alive(r.WrapperPID, r.WrapperStart, r.BootID) || Alive(pid(j.PID), r.PIDStart, r.BootID) {
 			return j
 		}
 		// Both gone. The wrapper may have written its end marker and died
 		// before it could update the record; the record may also have been
 		// updated since we read it.
-		if fresh, err := s.Load(j.ID); err == nil && fresh.State != Running {
+		if fresh, err := s.Load(j.ID); err == nil && fresh.State != j.State {
 			return s.Derive(fresh, pending)
 		}
 		if m := s.findEnd(r); m != nil {

@@ -48,6 +48,8 @@ type Job struct {
 	RequestedBy string     `json:"requested_by,omitempty"`
 	PID         *int       `json:"pid"`
 	Attempt     int        `json:"attempt"`
+	Retries     int        `json:"retries"`
+	Timeout     *string    `json:"timeout"`
 	CreatedAt   time.Time  `json:"created_at"`
 	StartedAt   *time.Time `json:"started_at"`
 	FinishedAt  *time.Time `json:"finished_at"`
@@ -71,6 +73,15 @@ type Record struct {
 	// the output file: a reader that must look for a missing end marker
 	// scans from there, never the whole file.
 	StartOffset int64 `json:"start_offset,omitempty"`
+	// Cancel is set by cancel for the wrapper to act on.
+	Cancel *CancelRequest `json:"cancel,omitempty"`
+}
+
+// CancelRequest asks a running job's wrapper to stop it.
+type CancelRequest struct {
+	At    time.Time     `json:"at"`
+	By    string        `json:"by"`
+	Grace time.Duration `json:"grace"`
 }
 
 // Public returns the job object as callers see it.

@@ -6,6 +6,7 @@ import (
 	"io"
 	"strconv"
 	"strings"
+	"time"
 )
 
 // Spec is what the wrapper needs besides the argv: it travels on the
@@ -16,6 +17,20 @@ type Spec struct {
 	Nonce   string
 	Workdir string
 	Env     []string
+	// Job control, all optional.
+	Timeout    time.Duration // per attempt; 0: none
+	Grace      time.Duration // between SIGTERM and SIGKILL on timeout
+	Retries    int           // more attempts after a non-zero exit
+	RetryDelay time.Duration
+	Nice       int
+	Limits     []Rlimit
+	Slots      int // max_running: jobs of the state dir that may run at once
+}
+
+// Rlimit is a resource limit the job starts with.
+type Rlimit struct {
+	Name  string // cpu, nofile, core
+	Value uint64
 }
 
 // Encode renders the spec as lines of `key "quoted value"`.
@@ -25,6 +40,20 @@ func (s Spec) Encode() []byte {
 	fmt.Fprintf(&b, "workdir %s\n", strconv.Quote(s.Workdir))
 	for _, e := range s.Env {
 		fmt.Fprintf(&b, "env %s\n", strconv.Quote(e))
+	}
+	num := func(key string, v int64) {
+		if v != 0 {
+			fmt.Fprintf(&b, "%s %s\n", key, strconv.Quote(strconv.FormatInt(v, 10)))
+		}
+	}
+	num("timeout", int64(s.Timeout))
+	num("grace", int64(s.Grace))
+	num("retries", int64(s.Retries))
+	num("retry_delay", int64(s.RetryDelay))
+	num("nice", int64(s.Nice))
+	num("slots", int64(s.Slots))
+	for _, l := range s.Limits {
+		fmt.Fprintf(&b, "rlimit %s\n", strconv.Quote(l.Name+"="+strconv.FormatUint(l.Value, 10)))
 	}
 	return []byte(b.String())
 }
@@ -51,6 +80,32 @@ func DecodeSpec(r io.Reader) (Spec, error) {
 			s.Workdir = v
 		case "env":
 			s.Env = append(s.Env, v)
+		case "timeout", "grace", "retries", "retry_delay", "nice", "slots":
+			x, err := strconv.ParseInt(v, 10, 64)
+			if err != nil {
+				return s, fmt.Errorf("job spec line %d: %s: %v", n, key, err)
+			}
+			switch key {
+			case "timeout":
+				s.Timeout = time.Duration(x)
+			case "grace":
+				s.Grace = time.Duration(x)
+			case "retries":
+				s.Retries = int(x)
+			case "retry_delay":
+				s.RetryDelay = time.Duration(x)
+			case "nice":
+				s.Nice = int(x)
+			case "slots":
+				s.Slots = int(x)
+			}
+		case "rlimit":
+			name, val, _ := strings.Cut(v, "=")
+			x, err := strconv.ParseUint(val, 10, 64)
+			if err != nil {
+				return s, fmt.Errorf("job spec line %d: rlimit: %v", n, err)
+			}
+			s.Limits = append(s.Limits, Rlimit{name, x})
 		default:
 			return s, fmt.Errorf("job spec line %d: unknown key %q", n, key)
 		}

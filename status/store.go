@@ -113,17 +113,34 @@ func (s *Store) Lock(id string) (*os.File, error) {
 		}
 		return nil, err
 	}
-	for {
-		err = syscall.Flock(int(f.Fd()), syscall.LOCK_EX)
-		if err != syscall.EINTR {
-			break
-		}
-	}
-	if err != nil {
+	if err := flock(f); err != nil {
 		f.Close()
 		return nil, err
 	}
 	return f, nil
+}
+
+// LockAll takes the state dir's own lock, for decisions that span jobs
+// (--unique). Release it with Unlock.
+func (s *Store) LockAll() (*os.File, error) {
+	f, err := openNoFollow(filepath.Join(s.Dir, "lock"), os.O_RDONLY|os.O_CREATE, fileMode)
+	if err != nil {
+		return nil, err
+	}
+	if err := flock(f); err != nil {
+		f.Close()
+		return nil, err
+	}
+	return f, nil
+}
+
+func flock(f *os.File) error {
+	for {
+		err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX)
+		if err != syscall.EINTR {
+			return err
+		}
+	}
 }
 
 // Unlock releases a lock taken by Lock.

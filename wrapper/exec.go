@@ -8,18 +8,34 @@ import (
 	"os"
 	"os/exec"
 	"syscall"
+
+	"github.com/cmesh/cmesh-run/status"
 )
 
 // Exec is `cmesh-run _exec`: wait until the wrapper has written the start
 // marker (it closes the pipe on fd 3), move to workdir, and become the
 // job's program. It returns only when that fails, with the shell's
 // statuses: 127 when the program is not found, 126 when it cannot run.
-func Exec(workdir string, argv []string) int {
+func Exec(workdir string, nice int, limits []status.Rlimit, argv []string) int {
 	hold := os.NewFile(3, "hold")
 	_, _ = io.Copy(io.Discard, hold)
 	hold.Close()
 	if len(argv) == 0 {
 		return cannot(126, "no command")
+	}
+	if nice != 0 {
+		if err := syscall.Setpriority(syscall.PRIO_PROCESS, 0, nice); err != nil {
+			return cannot(126, "nice %d: %v", nice, err)
+		}
+	}
+	for _, l := range limits {
+		res, ok := rlimits[l.Name]
+		if !ok {
+			return cannot(126, "unknown limit %q", l.Name)
+		}
+		if err := syscall.Setrlimit(res, &syscall.Rlimit{Cur: l.Value, Max: l.Value}); err != nil {
+			return cannot(126, "limit %s=%d: %v", l.Name, l.Value, err)
+		}
 	}
 	if err := os.Chdir(workdir); err != nil {
 		return cannot(126, "workdir %s: %v", workdir, unwrap(err))
@@ -36,6 +52,13 @@ func Exec(workdir string, argv []string) int {
 		return cannot(127, "%s: %v", path, err)
 	}
 	return cannot(126, "%s: %v", path, err)
+}
+
+// rlimits are the limits --limit-* set, by the names the spec uses.
+var rlimits = map[string]int{
+	"cpu":    syscall.RLIMIT_CPU,
+	"nofile": syscall.RLIMIT_NOFILE,
+	"core":   syscall.RLIMIT_CORE,
 }
 
 // cannot reports a start failure where the job's own errors would go: its

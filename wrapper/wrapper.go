@@ -1,20 +1,25 @@
 // Package wrapper is what runs inside the backend's job: it starts the
 // job's argv in its own session, writes the start and end markers to the
-// job's output file and keeps the record up to date.
+// job's output file, keeps the record up to date, and carries out
+// timeouts, retries, cancels and the max_running slots.
 //
 // The job is started through a second, short-lived copy of cmesh-run
 // (`_exec`) that waits on a pipe until the start marker is written, then
 // replaces itself with the job's program. So the marker carries the job's
 // real PID, and nothing the job prints can come before it.
+//
+// The wrapper is a child subreaper: a process of the job that detaches
+// (double fork, setsid) is re-parented to the wrapper, not to init, so a
+// cancel or a timeout finds and stops the job's whole tree.
 package wrapper
 
 import (
-	"errors"
 	"fmt"
 	"io"
 	"os"
 	"os/exec"
 	"os/signal"
+	"strconv"
 	"syscall"
 	"time"
 
@@ -22,6 +27,9 @@ import (
 
 	"github.com/cmesh/cmesh-run/status"
 )
+
+// DefaultGrace is how long a job has between SIGTERM and SIGKILL.
+const DefaultGrace = 10 * time.Second
 
 // Run is `cmesh-run _wrap`: run job id of the store at stateDir, with its
 // argv and the spec read from stdin. It returns the wrapper's exit status,
@@ -34,18 +42,21 @@ func Run(stateDir, id string, argv []string, stdin io.Reader) int {
 	if err := nullStdin(); err != nil {
 		return fail(err)
 	}
-	// The wrapper outlives terminals and request ends; only the job's end
-	// (or a cancel, which signals the job itself) ends it.
+	// The wrapper outlives terminals and request ends; SIGTERM and SIGUSR1
+	// (sent by cancel) stop the job, SIGCHLD reaps it.
 	signal.Ignore(syscall.SIGHUP, syscall.SIGINT, syscall.SIGPIPE)
-	terms := make(chan os.Signal, 1)
-	signal.Notify(terms, syscall.SIGTERM)
+	sigs := make(chan os.Signal, 8)
+	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGUSR1)
+	chld := make(chan os.Signal, 1)
+	signal.Notify(chld, syscall.SIGCHLD)
+	_ = unix.Prctl(unix.PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
 
 	st, err := status.Open(stateDir, false)
 	if err != nil {
 		return fail(err)
 	}
-	w := &wrap{st: st, id: id, argv: argv, spec: spec}
-	return w.run(terms)
+	w := &wrap{st: st, id: id, argv: argv, spec: spec, sigs: sigs, chld: chld}
+	return w.run()
 }
 
 type wrap struct {
@@ -53,6 +64,9 @@ type wrap struct {
 	id   string
 	argv []string
 	spec status.Spec
+	sigs chan os.Signal
+	chld chan os.Signal
+	out  *os.File
 }
 
 func fail(err error) int {
@@ -69,7 +83,15 @@ func nullStdin() error {
 	return unix.Dup2(int(f.Fd()), 0)
 }
 
-func (w *wrap) run(terms chan os.Signal) int {
+// outcome is how an attempt ended.
+type outcome struct {
+	exit    *int
+	signal  string
+	reason  string // "", "canceled" or "timeout"
+	started bool
+}
+
+func (w *wrap) run() int {
 	lock, err := w.st.Lock(w.id)
 	if err != nil {
 		return fail(err)
@@ -84,37 +106,106 @@ func (w *wrap) run(terms chan os.Signal) int {
 		status.Unlock(lock)
 		return 0
 	}
-	out, err := w.st.OpenAppend(w.id)
-	if err != nil {
+	if w.out, err = w.st.OpenAppend(w.id); err != nil {
 		status.Unlock(lock)
 		return fail(err)
 	}
-	defer out.Close()
+	defer w.out.Close()
+	rec.WrapperPID = os.Getpid()
+	rec.WrapperStart, _ = status.ProcStart(rec.WrapperPID)
+	rec.BootID = status.BootID()
 
-	cmd, release, err := w.start(out)
-	if err != nil {
-		// Not even the helper could start: record that as the end.
-		w.finishLocked(lock, rec, out, 0, endMarker(rec.Attempt, 126, ""))
-		return fail(err)
+	if w.spec.Slots > 0 {
+		rec.State = status.Waiting
+		if err := w.st.Save(rec); err != nil {
+			status.Unlock(lock)
+			return fail(err)
+		}
+		status.Unlock(lock)
+		slot, canceled := w.waitForSlot(w.spec.Slots)
+		if slot != nil {
+			defer slot.Close()
+		}
+		if lock, err = w.st.Lock(w.id); err != nil {
+			return fail(err)
+		}
+		if rec, err = w.st.Load(w.id); err != nil {
+			status.Unlock(lock)
+			return fail(err)
+		}
+		if canceled || rec.Cancel != nil {
+			w.finish(lock, rec, outcome{reason: "canceled"})
+			return 0
+		}
 	}
-	offset, _ := out.Seek(0, io.SeekEnd)
+
+	for {
+		oc := w.attempt(lock, rec)
+		if lock, err = w.st.Lock(w.id); err != nil {
+			return fail(err)
+		}
+		if rec, err = w.st.Load(w.id); err != nil {
+			status.Unlock(lock)
+			return fail(err)
+		}
+		retry := oc.reason == "" && oc.started && *oc.exit != 0 && rec.Attempt <= w.spec.Retries && rec.Cancel == nil
+		if !retry {
+			w.finish(lock, rec, oc)
+			return 0
+		}
+		// This attempt failed and another is due: its end marker now, the
+		// next attempt after the delay, unless a cancel comes first.
+		w.mark(rec, oc)
+		rec.Attempt++
+		rec.PID, rec.PIDStart = nil, 0
+		_ = w.st.Save(rec)
+		status.Unlock(lock)
+		canceled := w.pause(w.spec.RetryDelay)
+		if lock, err = w.st.Lock(w.id); err != nil {
+			return fail(err)
+		}
+		if rec, err = w.st.Load(w.id); err != nil {
+			status.Unlock(lock)
+			return fail(err)
+		}
+		if canceled || rec.Cancel != nil {
+			w.finish(lock, rec, outcome{reason: "canceled"})
+			return 0
+		}
+	}
+}
+
+// attempt starts the job under the held lock, releases it, and supervises
+// the job until it has ended.
+func (w *wrap) attempt(lock *os.File, rec *status.Record) outcome {
+	cmd, release, err := w.start()
+	if err != nil {
+		status.Unlock(lock)
+		fmt.Fprintf(w.out, "cmesh-run: cannot start job: %v\n", err)
+		return outcome{exit: status.Ptr(126), started: true}
+	}
+	offset, _ := w.out.Seek(0, io.SeekEnd)
 	pid := cmd.Process.Pid
 	now := time.Now().UTC()
 	start := status.Marker{Kind: "start", Attempt: rec.Attempt, PID: pid, Time: now}
-	if _, err := out.Write(start.Format(rec.Nonce)); err != nil {
-		_ = cmd.Process.Kill()
-		_ = release.Close()
-		_ = cmd.Wait()
+	_, err = w.out.Write(start.Format(rec.Nonce))
+	if err == nil && rec.Attempt > 1 {
+		// A plain line, so that log shows where each attempt begins.
+		_, err = fmt.Fprintf(w.out, "[cmesh-run: attempt %d of %d]\n", rec.Attempt, w.spec.Retries+1)
+	}
+	if err != nil {
+		_ = syscall.Kill(pid, syscall.SIGKILL)
+		release.Close()
 		status.Unlock(lock)
-		return fail(err)
+		w.reap(pid)
+		return outcome{exit: status.Ptr(126), started: true}
 	}
 	rec.State = status.Running
 	rec.PID = status.Ptr(pid)
 	rec.PIDStart, _ = status.ProcStart(pid)
-	rec.WrapperPID = os.Getpid()
-	rec.WrapperStart, _ = status.ProcStart(rec.WrapperPID)
-	rec.BootID = status.BootID()
-	rec.StartedAt = &now
+	if rec.StartedAt == nil {
+		rec.StartedAt = &now
+	}
 	rec.StartOffset = offset
 	saveErr := w.st.Save(rec)
 	status.Unlock(lock)
@@ -122,46 +213,153 @@ func (w *wrap) run(terms chan os.Signal) int {
 	if saveErr != nil {
 		fmt.Fprintf(os.Stderr, "cmesh-run: wrapper: %v\n", saveErr)
 	}
-
-	done := make(chan error, 1)
-	go func() { done <- cmd.Wait() }()
-	var waitErr error
-	for loop := true; loop; {
-		select {
-		case waitErr = <-done:
-			loop = false
-		case <-terms:
-			// Someone asked the wrapper to stop: pass it on to the job's
-			// whole process group and keep waiting for its end.
-			_ = syscall.Kill(-pid, syscall.SIGTERM)
-		}
-	}
-	exit, sig := exitOf(cmd, waitErr)
-	lock, err = w.st.Lock(w.id)
-	if err != nil {
-		return fail(err)
-	}
-	rec, err = w.st.Load(w.id)
-	if err != nil {
-		status.Unlock(lock)
-		return fail(err)
-	}
-	w.finishLocked(lock, rec, out, offset, endMarker(rec.Attempt, exit, sig))
-	return 0
+	return w.supervise(pid)
 }
 
-// finishLocked writes the end marker, then the record, then releases the
-// lock. The marker comes first: it is the durable truth that a reader
-// finds even if the record write never happens.
-func (w *wrap) finishLocked(lock *os.File, rec *status.Record, out *os.File, offset int64, m status.Marker) {
-	defer status.Unlock(lock)
-	if _, err := out.Write(m.Format(rec.Nonce)); err != nil {
+// supervise waits for the job's process to end, carrying out a timeout or
+// a cancel on the way: SIGTERM to the whole tree, SIGKILL after the grace.
+func (w *wrap) supervise(pid int) outcome {
+	self := os.Getpid()
+	var timeout, killAt <-chan time.Time
+	if w.spec.Timeout > 0 {
+		timeout = time.After(w.spec.Timeout)
+	}
+	oc := outcome{started: true}
+	stop := func(reason string, grace time.Duration) {
+		if oc.reason != "" {
+			return
+		}
+		oc.reason = reason
+		signalTree(self, pid, syscall.SIGTERM)
+		killAt = time.After(grace)
+	}
+	tick := time.NewTicker(50 * time.Millisecond)
+	defer tick.Stop()
+	mainDone := false
+	for {
+		select {
+		case <-w.chld:
+		case <-tick.C:
+		case s := <-w.sigs:
+			if r, grace := w.cancelRequested(s); r {
+				stop("canceled", grace)
+			}
+		case <-timeout:
+			stop("timeout", w.grace())
+		case <-killAt:
+			signalTree(self, pid, syscall.SIGKILL)
+		}
+		for _, ex := range reapAll() {
+			if ex.pid == pid {
+				mainDone = true
+				oc.exit, oc.signal = &ex.code, ex.signal
+			}
+		}
+		// After a cancel or timeout the attempt ends when the whole tree
+		// is gone; after a plain exit, when the job's process is.
+		if mainDone && (oc.reason == "" || len(Descendants(self)) == 0) {
+			return oc
+		}
+	}
+}
+
+func (w *wrap) grace() time.Duration {
+	if w.spec.Grace > 0 {
+		return w.spec.Grace
+	}
+	return DefaultGrace
+}
+
+// cancelRequested tells whether signal s asks for the job to stop, and
+// with which grace: SIGTERM always does; SIGUSR1 when the record now holds
+// a cancel request.
+func (w *wrap) cancelRequested(s os.Signal) (bool, time.Duration) {
+	if s == syscall.SIGTERM {
+		return true, w.grace()
+	}
+	rec, err := w.st.Load(w.id)
+	if err != nil || rec.Cancel == nil {
+		return false, 0
+	}
+	if rec.Cancel.Grace > 0 {
+		return true, rec.Cancel.Grace
+	}
+	return true, DefaultGrace
+}
+
+// pause waits d, or less if a cancel comes; it reports a cancel.
+func (w *wrap) pause(d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	for {
+		select {
+		case <-t.C:
+			return false
+		case <-w.chld:
+			reapAll()
+		case s := <-w.sigs:
+			if r, _ := w.cancelRequested(s); r {
+				return true
+			}
+		}
+	}
+}
+
+type exited struct {
+	pid    int
+	code   int
+	signal string
+}
+
+// reapAll collects every child that has ended: the job, and orphans of
+// the job re-parented to the wrapper.
+func reapAll() []exited {
+	var out []exited
+	for {
+		var ws syscall.WaitStatus
+		pid, err := syscall.Wait4(-1, &ws, syscall.WNOHANG, nil)
+		if pid <= 0 || err != nil {
+			return out
+		}
+		out = append(out, exitOf(pid, ws))
+	}
+}
+
+// reap waits for pid alone.
+func (w *wrap) reap(pid int) {
+	var ws syscall.WaitStatus
+	_, _ = syscall.Wait4(pid, &ws, 0, nil)
+}
+
+// exitOf turns a wait status into the shell's convention: the exit
+// status, or 128+N with the signal's name when signal N killed the job.
+func exitOf(pid int, ws syscall.WaitStatus) exited {
+	if ws.Signaled() {
+		name := unix.SignalName(ws.Signal())
+		if len(name) > 3 {
+			name = name[3:]
+		}
+		return exited{pid, 128 + int(ws.Signal()), name}
+	}
+	return exited{pid, ws.ExitStatus(), ""}
+}
+
+// mark appends the end marker of the current attempt.
+func (w *wrap) mark(rec *status.Record, oc outcome) status.Marker {
+	m := status.Marker{Kind: "end", Attempt: rec.Attempt, Exit: oc.exit, Signal: oc.signal, Reason: oc.reason, Time: time.Now().UTC()}
+	if _, err := w.out.Write(m.Format(rec.Nonce)); err != nil {
 		fmt.Fprintf(os.Stderr, "cmesh-run: wrapper: %v\n", err)
 	}
+	return m
+}
+
+// finish writes the end marker, then the record, then releases the lock.
+// The marker comes first: it is the durable truth that a reader finds
+// even if the record write never happens.
+func (w *wrap) finish(lock *os.File, rec *status.Record, oc outcome) {
+	defer status.Unlock(lock)
+	m := w.mark(rec, oc)
 	status.ApplyEnd(&rec.Job, m)
-	if rec.StartedAt == nil {
-		rec.StartedAt = &m.Time
-	}
 	if err := w.st.Save(rec); err != nil {
 		fmt.Fprintf(os.Stderr, "cmesh-run: wrapper: %v\n", err)
 		return
@@ -169,36 +367,10 @@ func (w *wrap) finishLocked(lock *os.File, rec *status.Record, out *os.File, off
 	_ = w.st.SetActive(w.id, false)
 }
 
-func endMarker(attempt, exit int, sig string) status.Marker {
-	return status.Marker{Kind: "end", Attempt: attempt, Exit: &exit, Signal: sig, Time: time.Now().UTC()}
-}
-
-// exitOf turns a wait result into the shell's convention: the exit status,
-// or 128+N with the signal's name when signal N killed the job.
-func exitOf(cmd *exec.Cmd, err error) (int, string) {
-	ps := cmd.ProcessState
-	if ps == nil {
-		return 126, ""
-	}
-	ws, ok := ps.Sys().(syscall.WaitStatus)
-	if ok && ws.Signaled() {
-		name := unix.SignalName(ws.Signal())
-		if len(name) > 3 {
-			name = name[3:]
-		}
-		return 128 + int(ws.Signal()), name
-	}
-	var ee *exec.ExitError
-	if err != nil && !errors.As(err, &ee) {
-		return 126, ""
-	}
-	return ps.ExitCode(), ""
-}
-
 // start launches `cmesh-run _exec`, held on a pipe until release is
 // closed. It runs in a new session, so it has no controlling terminal and
-// its process group is the job's whole tree for signals.
-func (w *wrap) start(out *os.File) (*exec.Cmd, *os.File, error) {
+// its process group is the job's for signals.
+func (w *wrap) start() (*exec.Cmd, *os.File, error) {
 	exe, err := os.Executable()
 	if err != nil {
 		return nil, nil, err
@@ -212,15 +384,22 @@ func (w *wrap) start(out *os.File) (*exec.Cmd, *os.File, error) {
 		return nil, nil, err
 	}
 	defer null.Close()
-	args := append([]string{"cmesh-run", "_exec", "--workdir", w.spec.Workdir, "--"}, w.argv...)
+	args := []string{"cmesh-run", "_exec", "--workdir", w.spec.Workdir}
+	if w.spec.Nice != 0 {
+		args = append(args, "--nice", strconv.Itoa(w.spec.Nice))
+	}
+	for _, l := range w.spec.Limits {
+		args = append(args, "--rlimit", l.Name+"="+strconv.FormatUint(l.Value, 10))
+	}
+	args = append(append(args, "--"), w.argv...)
 	cmd := &exec.Cmd{
 		Path:        exe,
 		Args:        args,
 		Env:         w.spec.Env,
 		Dir:         "/",
 		Stdin:       null,
-		Stdout:      out,
-		Stderr:      out,
+		Stdout:      w.out,
+		Stderr:      w.out,
 		ExtraFiles:  []*os.File{hold},
 		SysProcAttr: &syscall.SysProcAttr{Setsid: true},
 	}
