@@ -59,8 +59,15 @@ func tryAnySlot(dir string, n int) *os.File {
 	return nil
 }
 
+// queuedGrace is how long an older job still queued in its backend holds
+// back younger ones: the backend starts jobs in its own order, usually
+// within milliseconds; one that does not start by then must not block
+// the rest.
+const queuedGrace = 10 * time.Second
+
 // isOldestWaiting reports whether no older job of the state dir is
-// waiting with a live wrapper: creation order decides who runs next.
+// waiting with a live wrapper, or about to: creation order decides who
+// runs next.
 func (w *wrap) isOldestWaiting() bool {
 	ids, err := w.st.ActiveIDs()
 	if err != nil {
@@ -75,6 +82,9 @@ func (w *wrap) isOldestWaiting() bool {
 			continue
 		}
 		if r.State == status.Waiting && status.Alive(r.WrapperPID, r.WrapperStart, r.BootID) {
+			return false
+		}
+		if r.State == status.Queued && r.Cancel == nil && time.Since(r.CreatedAt) < queuedGrace {
 			return false
 		}
 	}
