@@ -86,6 +86,46 @@ processes are gone (a recycled PID does not count: the process start time is
 compared), the machine rebooted, or the backend dropped the job before it
 started.
 A job is never reported running forever.
+.SH JOB CONTROL
+.B cancel
+and
+.B \-\-timeout
+stop the whole job: SIGTERM to every process of it, SIGKILL to what is left
+after the grace.
+The wrapper is a child subreaper
+.RB ( PR_SET_CHILD_SUBREAPER ),
+so a grandchild that double\-forked or called
+.BR setsid (2)
+is still found below it.
+The end marker then says
+.B reason=canceled
+or
+.BR reason=timeout ;
+exit_code is how the job's process ended: 143 after SIGTERM, 137 when SIGKILL
+was needed, or the job's own status if it handled SIGTERM and exited.
+.PP
+With
+.BR \-\-retries ,
+a non\-zero exit starts the job again after the delay, never after a cancel
+or a timeout; the timeout counts for each attempt.
+Each attempt has its own markers, and the log shows a plain line
+.RB \(dq [cmesh\-run:\ attempt\ 2\ of\ 3] \(dq
+before the output of each attempt after the first;
+.B attempt
+and the exit status follow the last attempt.
+.PP
+Which backend honours which limit:
+.BR \-\-nice ,
+.BR \-\-limit\-cpu ,
+.B \-\-limit\-nofile
+and
+.B \-\-limit\-core
+are set by the wrapper and work with every backend.
+.B \-\-memory\-max
+and
+.B \-\-cpu\-quota
+need a cgroup, which only a systemd backend could set: the at backend refuses
+them (exit 2) rather than ignore them.
 .SH MARKERS
 The wrapper appends each marker to the output file in one
 .BR write (2),
@@ -152,6 +192,35 @@ the jobs' LANG.
 .TP
 .B state_dir
 the state dir.
+.TP
+.B max_running
+how many jobs of the state dir may run at once (0: no limit).
+Jobs beyond it are
+.B waiting
+and start in creation order as slots free up.
+A slot is an
+.BR flock (2)
+on STATE_DIR/slots/N held by the job's wrapper, so the kernel frees it
+however the wrapper ends.
+.TP
+.B timeout
+the default of \-\-timeout ("15m"; durations take s, m, h and d).
+.TP
+.B grace
+the default of \-\-grace (10s).
+.TP
+.B retries
+the default of \-\-retries (0).
+.TP
+.B retry_delay
+the default of \-\-retry\-delay (10s).
+.TP
+.B [retain]
+.B max_age
+and
+.BR max_jobs :
+each schedule removes finished jobs older than max_age, or beyond the newest
+max_jobs, looking at no more than 32 of the oldest jobs each time.
 .TP
 .B [env]
 variables set in every job.
