@@ -121,13 +121,17 @@ func (a *At) Denied(line int) *status.Error {
 		return unavailable("user %s may not use at: %s exists and does not list it", a.User, a.AllowFile).
 			WithHint("add a line %q to %s (as root: echo %s >> %s)", a.User, a.AllowFile, a.User, a.AllowFile)
 	}
-	where := a.DenyFile + " lists it"
 	if line > 0 {
-		where = fmt.Sprintf("line %d of %s lists it", line, a.DenyFile)
+		return unavailable("user %s may not use at: line %d of %s lists it", a.User, line, a.DenyFile).
+			WithHint("delete the line %q from %s (as root: sed -i '/^%s$/d' %s), or list %s in %s",
+				a.User, a.DenyFile, regexp.QuoteMeta(a.User), a.DenyFile, a.User, a.AllowFile)
 	}
-	return unavailable("user %s may not use at: %s", a.User, where).
-		WithHint("delete the line %q from %s (as root: sed -i '/^%s$/d' %s), or list %s in %s",
-			a.User, a.DenyFile, regexp.QuoteMeta(a.User), a.DenyFile, a.User, a.AllowFile)
+	// We could not read the file (Debian keeps it root:daemon 0640); at
+	// refuses when it lists the user, and also when at itself cannot read
+	// it because its owner or mode changed.
+	return unavailable("user %s may not use at: %s lists it, or at cannot read it", a.User, a.DenyFile).
+		WithHint("delete the line %q from %s (as root: sed -i '/^%s$/d' %s); it must stay root:daemon 0640 (chown root:daemon %s; chmod 0640 %s)",
+			a.User, a.DenyFile, regexp.QuoteMeta(a.User), a.DenyFile, a.DenyFile, a.DenyFile)
 }
 
 // findUser returns the 1-based line of file that is exactly user.
