@@ -43,9 +43,16 @@ if ensure_atd; then
 	else
 		skip "integration: php-fpm" "php-fpm, php-cli or cgi-fcgi missing and not installable"
 	fi
+	# A real systemd in a container: jobs survive systemctl restart php8.2-fpm.
+	if need_pkgs systemd-nspawn systemd-container php-fpm8.2 php-fpm cgi-fcgi libfcgi-bin; then
+		run "integration: systemd container" go test -tags integration -count=1 -timeout 10m -v ./test/systemd/
+	else
+		skip "integration: systemd container" "systemd-container or php-fpm missing and not installable"
+	fi
 else
 	skip "integration: at" "at/atd missing and not installable (not root?)"
 	skip "integration: php-fpm" "needs atd"
+	skip "integration: systemd container" "needs at"
 fi
 stop_atd_if_started
 
