@@ -37,6 +37,8 @@ type Config struct {
 	Retries           int                `toml:"retries"`
 	RetryDelay        Duration           `toml:"retry_delay"`
 	Retain            Retain             `toml:"retain"`
+	AuditLog          string             `toml:"audit_log"`
+	Group             string             `toml:"group"`
 	Env               map[string]string  `toml:"env"`
 	Profiles          map[string]Profile `toml:"profiles"`
 
@@ -78,13 +80,71 @@ func ParseDuration(s string) (time.Duration, error) {
 
 // Profile is a named, pre-approved command.
 type Profile struct {
-	Command []string          `toml:"command"`
-	Args    map[string]string `toml:"args"`
-	Name    string            `toml:"name"`
-	Unique  bool              `toml:"unique"`
-	Timeout string            `toml:"timeout"`
-	Workdir string            `toml:"workdir"`
-	Env     map[string]string `toml:"env"`
+	Command  []string          `toml:"command"`
+	Args     map[string]string `toml:"args"`
+	Name     string            `toml:"name"`
+	Unique   bool              `toml:"unique"`
+	Timeout  Duration          `toml:"timeout"`
+	Retries  int               `toml:"retries"`
+	Workdir  string            `toml:"workdir"`
+	Env      map[string]string `toml:"env"`
+	AllowEnv []string          `toml:"allow_env"`
+}
+
+var placeholder = regexp.MustCompile(`\{([A-Za-z_][A-Za-z0-9_]*)\}`)
+
+// Substitute replaces every {key} in s by args[key].
+func Substitute(s string, args map[string]string) string {
+	return placeholder.ReplaceAllStringFunc(s, func(m string) string { return args[m[1:len(m)-1]] })
+}
+
+// Placeholders lists the {keys} of the profile's command and name.
+func (p Profile) Placeholders() []string {
+	var out []string
+	for _, w := range append(append([]string{}, p.Command...), p.Name) {
+		for _, m := range placeholder.FindAllStringSubmatch(w, -1) {
+			out = append(out, m[1])
+		}
+	}
+	return out
+}
+
+// Pattern compiles an argument pattern, anchored at both ends: a value
+// must match it in full.
+func Pattern(p string) (*regexp.Regexp, error) {
+	return regexp.Compile(`^(?:` + p + `)$`)
+}
+
+func (p Profile) check(name string, data []byte) error {
+	at := func(key string) int { return lineOf(data, "profiles."+name) }
+	if len(p.Command) == 0 || p.Command[0] == "" {
+		return fmt.Errorf("line %d: key \"profiles.%s.command\": must name a program", at("command"), name)
+	}
+	for k, pat := range p.Args {
+		if !envName.MatchString(k) {
+			return fmt.Errorf("line %d: key \"profiles.%s.args.%s\": not a valid argument name", lineOf(data, k), name, k)
+		}
+		if _, err := Pattern(pat); err != nil {
+			return fmt.Errorf("line %d: key \"profiles.%s.args.%s\": %v", lineOf(data, k), name, k, err)
+		}
+	}
+	for _, k := range p.Placeholders() {
+		if _, ok := p.Args[k]; !ok {
+			return fmt.Errorf("line %d: key \"profiles.%s\": {%s} has no pattern in args", at(""), name, k)
+		}
+	}
+	if p.Workdir != "" && !strings.HasPrefix(p.Workdir, "/") {
+		return fmt.Errorf("line %d: key \"profiles.%s.workdir\": must be an absolute path", lineOf(data, "workdir"), name)
+	}
+	for k := range p.Env {
+		if !envName.MatchString(k) {
+			return fmt.Errorf("line %d: key \"profiles.%s.env.%s\": not a valid variable name", lineOf(data, k), name, k)
+		}
+	}
+	if p.Retries < 0 {
+		return fmt.Errorf("line %d: key \"profiles.%s.retries\": must be 0 or more", lineOf(data, "retries"), name)
+	}
+	return nil
 }
 
 var envName = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
@@ -145,7 +205,12 @@ func Parse(data []byte, c *Config) error {
 			return fmt.Errorf("line %d: key \"env.%s\": not a valid variable name", lineOf(data, k), k)
 		}
 	}
-	for _, p := range []struct{ key, v string }{{"workdir", c.Workdir}, {"state_dir", c.StateDir}} {
+	for name, p := range c.Profiles {
+		if err := p.check(name, data); err != nil {
+			return err
+		}
+	}
+	for _, p := range []struct{ key, v string }{{"workdir", c.Workdir}, {"state_dir", c.StateDir}, {"audit_log", c.AuditLog}} {
 		if p.v != "" && !strings.HasPrefix(p.v, "/") {
 			return fmt.Errorf("line %d: key %q: must be an absolute path", lineOf(data, p.key), p.key)
 		}

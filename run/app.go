@@ -18,6 +18,7 @@ import (
 	"github.com/cmesh/cmesh-run/atsched"
 	"github.com/cmesh/cmesh-run/backend"
 	"github.com/cmesh/cmesh-run/config"
+	"github.com/cmesh/cmesh-run/policy"
 	"github.com/cmesh/cmesh-run/status"
 )
 
@@ -31,6 +32,8 @@ type app struct {
 	cfg            *config.Config
 	stateDir       string
 	jsonOut        bool // the running command was asked for --json
+	mode           policy.Mode
+	auditLog       *logrus.Logger
 }
 
 // New builds the command line. Output goes to stdout and stderr.
@@ -112,8 +115,23 @@ func (a *app) before(c *cli.Context) error {
 // setup loads the config and finds the state dir; commands call it first,
 // so that `--help` and `version` work on any machine.
 func (a *app) setup(c *cli.Context) error {
+	a.mode = policy.Detect()
 	path := c.String("config")
 	required := path != ""
+	if a.mode.Sudo {
+		// Under sudo only root decides: the root-owned default config, its
+		// state dir, nothing the caller could point elsewhere.
+		for _, f := range []struct{ flag, env string }{{"config", "CMESH_RUN_CONFIG"}, {"state-dir", "CMESH_RUN_STATE_DIR"}} {
+			if c.IsSet(f.flag) || os.Getenv(f.env) != "" {
+				return a.refuse(c, policy.Deny("--%s and %s are refused under sudo", f.flag, f.env).
+					WithHint("the state dir and config come from %s only; ask its owner to change it", config.DefaultPath))
+			}
+		}
+		path, required = config.DefaultPath, false
+		if err := policy.CheckConfigFile(path); err != nil {
+			return a.refuse(c, err)
+		}
+	}
 	if path == "" {
 		path = config.DefaultPath
 	}

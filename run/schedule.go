@@ -10,11 +10,11 @@ import (
 	"time"
 
 	"github.com/kballard/go-shellquote"
-	"github.com/sirupsen/logrus"
 	"github.com/urfave/cli/v2"
 
 	"github.com/cmesh/cmesh-run/backend"
 	"github.com/cmesh/cmesh-run/config"
+	"github.com/cmesh/cmesh-run/policy"
 	"github.com/cmesh/cmesh-run/status"
 )
 
@@ -22,14 +22,17 @@ func (a *app) scheduleCommand() *cli.Command {
 	return &cli.Command{
 		Name:      "schedule",
 		Usage:     "start a job through the backend and print its ID",
-		ArgsUsage: "-- PROGRAM [ARG...]",
+		ArgsUsage: "[-- PROGRAM [ARG...] | --command STRING | --profile NAME --arg KEY=VALUE...]",
 		Description: "Records the job, hands a wrapper script to the backend (at now) and returns at once.\n" +
 			"The job runs exactly the argv given, in --workdir, with a clean environment.\n\n" +
 			"EXAMPLE:\n" +
 			"   cmesh-run schedule --name mars-mpvg -- /opt/cmesh/scripts/pushfin.sh -o mars -n mpvg\n" +
-			"   cmesh-run schedule --json --command '/opt/cmesh/scripts/pushfin.sh -o mars -n \"m p\"'",
+			"   cmesh-run schedule --json --command '/opt/cmesh/scripts/pushfin.sh -o mars -n \"m p\"'\n" +
+			"   cmesh-run schedule --profile pushfin --arg org=mars --arg name=mpvg",
 		Flags: []cli.Flag{
 			&cli.StringFlag{Name: "command", Usage: "the job as one `STRING`, split into words as sh would, expanding nothing"},
+			&cli.StringFlag{Name: "profile", Usage: "run the config's profile `NAME` (the only way under sudo, unless allow_free_commands)"},
+			&cli.StringSliceFlag{Name: "arg", Usage: "`KEY=VALUE` for the profile; VALUE must match the profile's pattern for KEY in full (repeatable)"},
 			&cli.StringFlag{Name: "name", Usage: "a `NAME` for the job ([A-Za-z0-9][A-Za-z0-9._@+-]{0,127})"},
 			&cli.StringFlag{Name: "workdir", Usage: "`DIR` the job starts in", DefaultText: "the config's workdir, else the current directory"},
 			&cli.StringSliceFlag{Name: "env", Usage: "set `K=V` in the job's environment (repeatable)"},
@@ -57,37 +60,14 @@ func (a *app) schedule(c *cli.Context) error {
 	if err := a.setup(c); err != nil {
 		return err
 	}
-	argv, err := jobArgv(c)
+	sub, err := a.request(c)
 	if err != nil {
-		return err
-	}
-	var name *string
-	if n := c.String("name"); c.IsSet("name") {
-		if err := status.CheckName(n); err != nil {
-			return err
+		if status.KindOf(err) == status.Denied {
+			return a.refuse(c, err)
 		}
-		name = &n
-	}
-	workdir, err := a.workdir(c.String("workdir"))
-	if err != nil {
 		return err
 	}
-	extra, err := envPairs(c.StringSlice("env"))
-	if err != nil {
-		return err
-	}
-	ctl, err := a.jobControl(c)
-	if err != nil {
-		return err
-	}
-	if c.Bool("unique") && name == nil {
-		return status.Errorf(status.Usage, "--unique needs --name").WithHint("name the job: --name NAME --unique")
-	}
-	rec, reused, err := a.submit(submission{
-		argv: argv, name: name, workdir: workdir, env: extra,
-		inherit: c.Bool("inherit-env"), backend: c.String("backend"),
-		unique: c.Bool("unique"), control: ctl,
-	})
+	rec, reused, err := a.submit(sub)
 	if err != nil {
 		return err
 	}
@@ -100,6 +80,138 @@ func (a *app) schedule(c *cli.Context) error {
 	return err
 }
 
+// request turns the command line into a submission, applying the
+// security rules: under sudo only profiles (unless the config allows free
+// commands), no --inherit-env, --env only for keys the profile allows.
+func (a *app) request(c *cli.Context) (submission, error) {
+	var sub submission
+	sudo := a.mode.Sudo
+	free := policy.FreeCommandsAllowed(a.cfg, a.mode)
+	if sudo && c.Bool("inherit-env") {
+		return sub, policy.Deny("--inherit-env is refused under sudo").WithHint("pass what the job needs with --env, where the profile allows it")
+	}
+	var prof *config.Profile
+	if name := c.String("profile"); c.IsSet("profile") {
+		p, ok := a.cfg.Profiles[name]
+		if !ok {
+			return sub, policy.Deny("no profile %q", name).WithHint("profiles: %s", strings.Join(a.profileNames(), ", "))
+		}
+		if c.IsSet("command") || c.NArg() > 0 {
+			return sub, status.Errorf(status.Usage, "--profile takes no command").WithHint("pass its arguments with --arg KEY=VALUE")
+		}
+		args, err := policy.ParseArgs(c.StringSlice("arg"))
+		if err != nil {
+			return sub, err
+		}
+		e, err := policy.Expand(name, p, args)
+		if err != nil {
+			return sub, err
+		}
+		prof = &p
+		sub.argv = e.Argv
+		if e.Name != "" {
+			if c.IsSet("name") {
+				return sub, status.Errorf(status.Usage, "profile %s names its jobs itself", name).WithHint("drop --name")
+			}
+			sub.name = &e.Name
+		}
+		sub.profile = policy.Describe(name, args)
+	} else {
+		if c.IsSet("arg") {
+			return sub, status.Errorf(status.Usage, "--arg goes with --profile").WithHint("cmesh-run schedule --profile NAME --arg KEY=VALUE")
+		}
+		if !free {
+			return sub, policy.Deny("only profiles may run here (allow_free_commands is off)").
+				WithHint("use --profile NAME; profiles: %s", strings.Join(a.profileNames(), ", "))
+		}
+		argv, err := jobArgv(c)
+		if err != nil {
+			return sub, err
+		}
+		sub.argv = argv
+	}
+	if n := c.String("name"); c.IsSet("name") {
+		if err := status.CheckName(n); err != nil {
+			return sub, err
+		}
+		sub.name = &n
+	}
+	if sub.name != nil {
+		if err := status.CheckName(*sub.name); err != nil {
+			return sub, err
+		}
+	}
+	wd := c.String("workdir")
+	if c.IsSet("workdir") && sudo && !free {
+		return sub, policy.Deny("--workdir is refused under sudo").WithHint("set the profile's workdir in %s", config.DefaultPath)
+	}
+	if wd == "" && prof != nil {
+		wd = prof.Workdir
+	}
+	if wd == "" && sudo && a.cfg.Workdir == "" {
+		wd = "/" // the caller's directory means nothing to the user the job runs as
+	}
+	var err error
+	if sub.workdir, err = a.workdir(wd); err != nil {
+		return sub, err
+	}
+	if sub.env, err = envPairs(c.StringSlice("env")); err != nil {
+		return sub, err
+	}
+	if sudo && len(sub.env) > 0 && !free {
+		for _, kv := range sub.env {
+			k, _, _ := strings.Cut(kv, "=")
+			if prof == nil || !slices.Contains(prof.AllowEnv, k) {
+				return sub, policy.Deny("--env %s is refused under sudo: the profile does not allow it", k).
+					WithHint("list %s in the profile's allow_env in %s", k, config.DefaultPath)
+			}
+		}
+	}
+	if prof != nil {
+		// The profile's environment comes before --env.
+		pe := make([]string, 0, len(prof.Env))
+		for _, k := range sortedKeys(prof.Env) {
+			pe = append(pe, k+"="+prof.Env[k])
+		}
+		sub.env = append(pe, sub.env...)
+	}
+	if sub.control, err = a.jobControl(c); err != nil {
+		return sub, err
+	}
+	if prof != nil {
+		if !c.IsSet("timeout") && prof.Timeout.Duration > 0 {
+			sub.control.Timeout = prof.Timeout.Duration
+		}
+		if !c.IsSet("retries") && prof.Retries > 0 {
+			sub.control.Retries = prof.Retries
+		}
+	}
+	sub.unique = c.Bool("unique") || prof != nil && prof.Unique
+	if sub.unique && sub.name == nil {
+		return sub, status.Errorf(status.Usage, "--unique needs --name").WithHint("name the job: --name NAME --unique")
+	}
+	sub.inherit = c.Bool("inherit-env")
+	sub.backend = c.String("backend")
+	return sub, nil
+}
+
+func (a *app) profileNames() []string {
+	names := sortedKeys(a.cfg.Profiles)
+	if len(names) == 0 {
+		return []string{"(none configured)"}
+	}
+	return names
+}
+
+func sortedKeys[V any](m map[string]V) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	return keys
+}
+
 // submission is a validated request to start a job.
 type submission struct {
 	argv    []string
@@ -110,6 +222,7 @@ type submission struct {
 	backend string
 	unique  bool
 	control status.Spec // timeout, grace, retries, delay, nice, limits
+	profile string      // "NAME key=value ...", for the audit
 }
 
 // jobControl reads the job-control flags, with the config's defaults.
@@ -216,7 +329,7 @@ func (a *app) submit(s submission) (*status.Record, bool, error) {
 			ID: id, Name: s.name, State: status.Queued, Command: s.argv, Workdir: s.workdir,
 			Backend: be.Name(), User: who.name, RequestedBy: requestedBy(who),
 			Attempt: 1, CreatedAt: time.Now().UTC(), OutputPath: st.OutputPath(id),
-			Retries: s.control.Retries,
+			Retries: s.control.Retries, Profile: s.profile,
 		},
 		Nonce: status.NewNonce(),
 	}
@@ -403,16 +516,4 @@ func requestedBy(who caller) string {
 		return su
 	}
 	return who.name
-}
-
-// audit leaves one line per schedule, refusal and cancel.
-func (a *app) audit(r *status.Record, outcome string, err error) {
-	f := logrus.Fields{
-		"audit": true, "id": r.ID, "requested_by": r.RequestedBy, "user": r.User,
-		"command": r.Command, "backend": r.Backend, "outcome": outcome,
-	}
-	if err != nil {
-		f["error"] = err.Error()
-	}
-	a.log.WithFields(f).Info("job " + outcome)
 }

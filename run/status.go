@@ -3,6 +3,7 @@ package run
 import (
 	"github.com/urfave/cli/v2"
 
+	"github.com/cmesh/cmesh-run/policy"
 	"github.com/cmesh/cmesh-run/status"
 )
 
@@ -59,6 +60,10 @@ func (a *app) job(id string) (status.Job, error) {
 
 func (a *app) jobRecord(id string) (status.Job, *status.Record, error) {
 	if err := status.CheckID(id); err != nil {
+		if a.mode.Sudo {
+			// Under sudo a malformed ID is an attempt on paths: refused.
+			return status.Job{}, nil, a.refuse(nil, policy.Deny("%v", err).WithHint("%s", status.HintOf(err)))
+		}
 		return status.Job{}, nil, err
 	}
 	st, err := a.store(false)

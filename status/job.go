@@ -41,6 +41,7 @@ type Job struct {
 	ExitCode    *int       `json:"exit_code"`
 	Signal      string     `json:"signal,omitempty"`
 	Command     []string   `json:"command"`
+	Profile     string     `json:"profile,omitempty"`
 	Workdir     string     `json:"workdir"`
 	Backend     string     `json:"backend"`
 	BackendRef  *string    `json:"backend_ref"`

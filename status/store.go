@@ -43,10 +43,9 @@ func Open(dir string, create bool) (*Store, error) {
 				WithHint("something replaced a folder of the state dir; move it away and retry")
 		case err == nil:
 		case errors.Is(err, fs.ErrNotExist) && create:
-			if err := os.Mkdir(d, dirMode); err != nil && !errors.Is(err, fs.ErrExist) {
+			if err := mkdir(d); err != nil && !errors.Is(err, fs.ErrExist) {
 				return nil, stateDirError(abs, err)
 			}
-			_ = os.Chmod(d, dirMode)
 		case errors.Is(err, fs.ErrNotExist):
 			return nil, Errorf(NotFound, "no state dir at %s", abs).
 				WithHint("schedule a job first, or pass the right --state-dir")
@@ -55,6 +54,16 @@ func Open(dir string, create bool) (*Store, error) {
 		}
 	}
 	return s, nil
+}
+
+// mkdir makes a folder of mode 0750 whatever the umask, without a chmod:
+// in a setgid state dir (setup makes one with the web user's group) the
+// new folder inherits the group and the setgid bit, and a chmod by a user
+// outside that group would drop the bit again.
+func mkdir(d string) error {
+	old := syscall.Umask(0o027)
+	defer syscall.Umask(old)
+	return os.Mkdir(d, dirMode)
 }
 
 func stateDirError(dir string, err error) error {

@@ -1,0 +1,156 @@
+// Package policy holds cmesh-run's security rules: when it runs under
+// sudo (or setuid), what callers may and may not ask for, and how profile
+// arguments become an argv.
+package policy
+
+import (
+	"fmt"
+	"os"
+	"sort"
+	"strings"
+	"syscall"
+
+	"github.com/cmesh/cmesh-run/config"
+	"github.com/cmesh/cmesh-run/status"
+)
+
+// Mode is how cmesh-run was started.
+type Mode struct {
+	// Sudo is set when another user's rights were lent to the caller:
+	// SUDO_USER is set, or the real uid is not the effective one.
+	Sudo bool
+	// Asker is who asked: SUDO_USER, else the real user's name.
+	Asker string
+}
+
+// Detect reads the mode from the process.
+func Detect() Mode {
+	su := os.Getenv("SUDO_USER")
+	return Mode{Sudo: su != "" || os.Getuid() != os.Geteuid(), Asker: su}
+}
+
+// Deny builds a refusal (exit 5).
+func Deny(format string, args ...any) *status.Error {
+	return status.Errorf(status.Denied, format, args...)
+}
+
+// CheckConfigFile refuses, like sudo and sshd do, a config that someone
+// other than root could have written: under sudo it decides what runs.
+func CheckConfigFile(path string) error {
+	st, err := os.Lstat(path)
+	if err != nil {
+		if os.IsNotExist(err) {
+			return nil // no config: the defaults, which allow profiles only
+		}
+		return Deny("cannot check %s: %v", path, err)
+	}
+	sys, _ := st.Sys().(*syscall.Stat_t)
+	switch {
+	case st.Mode()&os.ModeSymlink != 0:
+		return Deny("refusing %s under sudo: it is a symlink", path).
+			WithHint("make it a regular file owned by root, mode 0644")
+	case sys == nil || sys.Uid != 0:
+		return Deny("refusing %s under sudo: it is not owned by root", path).
+			WithHint("chown root:root %s", path)
+	case st.Mode().Perm()&0o022 != 0:
+		return Deny("refusing %s under sudo: group or others may write it (mode %04o)", path, st.Mode().Perm()).
+			WithHint("chmod 0644 %s", path)
+	}
+	return nil
+}
+
+// FreeCommandsAllowed tells whether a command that is not a profile may
+// run: what the config says, else yes for a plain caller and no under sudo.
+func FreeCommandsAllowed(cfg *config.Config, m Mode) bool {
+	if cfg.AllowFreeCommands != nil {
+		return *cfg.AllowFreeCommands
+	}
+	return !m.Sudo
+}
+
+// Expanded is a profile with its arguments substituted.
+type Expanded struct {
+	Argv []string
+	Name string
+}
+
+// Expand substitutes args into profile p. Every value must match its
+// pattern in full; a value replaces its {key} inside one argv element, so
+// it never becomes two words or a shell fragment. Every key the profile
+// names must be given, and no other.
+func Expand(name string, p config.Profile, args map[string]string) (Expanded, error) {
+	var unknown []string
+	for k := range args {
+		if _, ok := p.Args[k]; !ok {
+			unknown = append(unknown, k)
+		}
+	}
+	if len(unknown) > 0 {
+		sort.Strings(unknown)
+		return Expanded{}, Deny("profile %s takes no argument %q", name, unknown[0]).
+			WithHint("its arguments: %s", strings.Join(argNames(p), ", "))
+	}
+	for _, k := range argNames(p) {
+		v, ok := args[k]
+		if !ok {
+			return Expanded{}, Deny("profile %s needs --arg %s=VALUE", name, k).
+				WithHint("its arguments: %s", strings.Join(argNames(p), ", "))
+		}
+		re, err := config.Pattern(p.Args[k])
+		if err != nil {
+			return Expanded{}, status.Errorf(status.Internal, "profile %s: argument %s: %v", name, k, err)
+		}
+		if !re.MatchString(v) {
+			return Expanded{}, Deny("profile %s: --arg %s=%q does not match %s", name, k, v, p.Args[k]).
+				WithHint("give a value that matches the pattern in full")
+		}
+	}
+	e := Expanded{Argv: make([]string, len(p.Command))}
+	for i, w := range p.Command {
+		e.Argv[i] = config.Substitute(w, args)
+	}
+	if p.Name != "" {
+		e.Name = config.Substitute(p.Name, args)
+	}
+	return e, nil
+}
+
+func argNames(p config.Profile) []string {
+	names := make([]string, 0, len(p.Args))
+	for k := range p.Args {
+		names = append(names, k)
+	}
+	sort.Strings(names)
+	return names
+}
+
+// ParseArgs reads --arg KEY=VALUE pairs.
+func ParseArgs(pairs []string) (map[string]string, error) {
+	m := map[string]string{}
+	for _, p := range pairs {
+		k, v, ok := strings.Cut(p, "=")
+		if !ok || k == "" {
+			return nil, Deny("--arg %q: want KEY=VALUE", p).WithHint("e.g. --arg org=mars")
+		}
+		if _, dup := m[k]; dup {
+			return nil, Deny("--arg %s given twice", k).WithHint("give each argument once")
+		}
+		m[k] = v
+	}
+	return m, nil
+}
+
+// Describe renders a profile call for audit lines.
+func Describe(name string, args map[string]string) string {
+	keys := make([]string, 0, len(args))
+	for k := range args {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	var b strings.Builder
+	b.WriteString(name)
+	for _, k := range keys {
+		fmt.Fprintf(&b, " %s=%q", k, args[k])
+	}
+	return b.String()
+}
