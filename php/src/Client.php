@@ -170,7 +170,8 @@ final class Client
         }
         // 1-5 are also cmesh-run's error statuses: believe the job's record, not the number.
         $job = $this->status($id);
-        if (in_array($job['state'] ?? null, ['succeeded', 'failed'], true) && ($job['exit_code'] ?? null) === $status) {
+        $ended = !in_array($job['state'] ?? null, ['queued', 'waiting', 'running'], true);
+        if ($ended && ($job['exit_code'] ?? null) === $status) {
             return $status;
         }
         throw self::failure($status, $stdout, $stderr);

@@ -358,6 +358,22 @@ func TestPHPClientThroughFPM(t *testing.T) {
 		}
 	})
 
+	t.Run("timeout option", func(t *testing.T) {
+		e := e.sub(t)
+		j, _ := e.schedule([]string{"sh", "-c", "echo before; sleep 30; echo not reached"}, map[string]any{"timeout": 1.5})
+		var s job
+		poll(t, 15*time.Second, "job to time out", func() (bool, string) {
+			s = e.status(j.ID)
+			return finished(s.State), s.String()
+		})
+		if s.State != "timed_out" {
+			t.Errorf("job with timeout 1.5s: %v, want timed_out", s)
+		}
+		if got, _ := e.collect(j.ID, 1<<20, 10*time.Second); got != "before\n" {
+			t.Errorf("timed-out job's output: %q", got)
+		}
+	})
+
 	t.Run("unique name reuses the live job", func(t *testing.T) {
 		e := e.sub(t)
 		opts := map[string]any{"name": "only-one", "unique": true}
