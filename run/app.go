@@ -77,6 +77,7 @@ func New(stdout, stderr io.Writer) *cli.App {
 			a.cancelCommand(),
 			a.pruneCommand(),
 			a.doctorCommand(),
+			a.setupCommand(),
 			a.versionCommand(),
 			a.wrapCommand(),
 			a.execCommand(),
