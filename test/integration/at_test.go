@@ -419,7 +419,7 @@ func TestDeniedUser(t *testing.T) {
 	}
 	cmd := exec.Command(nbin, "--state-dir", state+"/s", "schedule", "--json", "--", "true")
 	cmd.Dir = "/"
-	cmd.Env = []string{"PATH=/usr/bin:/bin"}
+	cmd.Env = []string{"PATH=/usr/bin:/bin", "CMESH_RUN_CONFIG=" + emptyConfig}
 	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534}}
 	var so, se bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &so, &se

@@ -33,7 +33,7 @@ func doctor(t *testing.T, uid uint32, state string, args ...string) (report, int
 	}
 	cmd := exec.Command(b, append([]string{"--state-dir", state, "doctor", "--json", "--probe-timeout", "20s"}, args...)...)
 	cmd.Dir = "/"
-	cmd.Env = []string{"PATH=/usr/bin:/bin", "HOME=/nonexistent"}
+	cmd.Env = []string{"PATH=/usr/bin:/bin", "HOME=/nonexistent", "CMESH_RUN_CONFIG=" + emptyConfig}
 	if uid != 0 {
 		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: uid, Gid: uid}}
 	}

@@ -18,7 +18,10 @@ import (
 	"time"
 )
 
-var bin string // the cmesh-run under test
+var (
+	bin         string // the cmesh-run under test
+	emptyConfig string // CMESH_RUN_CONFIG for every run unless a test sets its own
+)
 
 func TestMain(m *testing.M) {
 	bin = os.Getenv("CMESH_RUN_BIN")
@@ -37,7 +40,18 @@ func TestMain(m *testing.M) {
 		}
 		defer os.RemoveAll(dir)
 	}
+	// The machine's /etc/cmesh-run/config.toml, if any, must not steer
+	// these tests: every run gets an empty config of its own.
+	f, err := os.CreateTemp("", "cmesh-run-empty-config")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	f.Close()
+	os.Chmod(f.Name(), 0o644)
+	emptyConfig = f.Name()
 	code := m.Run()
+	os.Remove(f.Name())
 	os.Exit(code)
 }
 
@@ -94,7 +108,7 @@ func (e *env) run(args ...string) result {
 func (e *env) runEnv(extra []string, args ...string) result {
 	e.t.Helper()
 	cmd := exec.Command(bin, append([]string{"--state-dir", e.state}, args...)...)
-	cmd.Env = append([]string{"PATH=/usr/bin:/bin"}, extra...)
+	cmd.Env = append([]string{"PATH=/usr/bin:/bin", "CMESH_RUN_CONFIG=" + emptyConfig}, extra...)
 	var so, se bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &so, &se
 	err := cmd.Run()
