@@ -62,6 +62,9 @@ func (d *Duration) UnmarshalText(b []byte) error {
 	return err
 }
 
+// MarshalText implements encoding.TextMarshaler, for config show.
+func (d Duration) MarshalText() ([]byte, error) { return []byte(d.String()), nil }
+
 // ParseDuration is time.ParseDuration plus whole days ("30d").
 func ParseDuration(s string) (time.Duration, error) {
 	if n, ok := strings.CutSuffix(s, "d"); ok {

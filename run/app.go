@@ -78,6 +78,7 @@ func New(stdout, stderr io.Writer) *cli.App {
 			a.pruneCommand(),
 			a.doctorCommand(),
 			a.setupCommand(),
+			a.configCommand(),
 			a.versionCommand(),
 			a.wrapCommand(),
 			a.execCommand(),
@@ -87,6 +88,9 @@ func New(stdout, stderr io.Writer) *cli.App {
 	for _, cmd := range c.Commands {
 		cmd.OnUsageError = usageError
 		cmd.HideHelpCommand = true
+		for _, sub := range cmd.Subcommands {
+			sub.OnUsageError = usageError
+		}
 	}
 	return c
 }
@@ -171,8 +175,23 @@ func defaultStateDir(cfg *config.Config) string {
 	return filepath.Join(home, ".local", "state", "cmesh-run")
 }
 
-// store opens the state dir; only schedule creates it.
+// store opens the state dir; only schedule creates it. A new state dir
+// gets the config's group and the setgid bit, so that everything below it
+// is readable by that group (the web user's, typically).
 func (a *app) store(create bool) (*status.Store, error) {
+	if create && a.cfg.Group != "" {
+		if _, err := os.Stat(a.stateDir); os.IsNotExist(err) {
+			g, err := user.LookupGroup(a.cfg.Group)
+			if err != nil {
+				return nil, status.Errorf(status.Usage, "config group %q: %v", a.cfg.Group, err).WithHint("set group to an existing group")
+			}
+			gid, _ := strconv.Atoi(g.Gid)
+			if err := os.MkdirAll(a.stateDir, 0o750); err == nil {
+				_ = os.Chown(a.stateDir, -1, gid)
+				_ = os.Chmod(a.stateDir, 0o750|os.ModeSetgid)
+			}
+		}
+	}
 	return status.Open(a.stateDir, create)
 }
 

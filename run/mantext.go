@@ -222,8 +222,56 @@ and
 each schedule removes finished jobs older than max_age, or beyond the newest
 max_jobs, looking at no more than 32 of the oldest jobs each time.
 .TP
+.B allow_free_commands
+true: any command may run; false: only profiles.
+Unset: true for a plain caller, false under sudo.
+.TP
+.B audit_log
+a file for the audit lines (JSON, one per schedule, refusal and cancel);
+unset: syslog, facility authpriv.
+.TP
+.B group
+the group a new state dir gets, with the setgid bit, so that everything
+below it is readable by that group (the web server's, to read status and
+logs directly).
+.TP
 .B [env]
 variables set in every job.
+.TP
+.B [profiles.NAME]
+a pre\-approved command:
+.B command
+is an argv whose elements may hold {key} placeholders;
+.B args
+maps each key to a regular expression its value must match in full;
+.B name
+a job name template;
+.BR unique ,
+.BR timeout ,
+.BR retries ,
+.BR workdir ,
+.B env
+as for schedule;
+.B allow_env
+the variables a caller may set with \-\-env under sudo.
+A value is substituted inside one argv element: it never becomes two words
+or shell code.
+.SH SECURITY
+Under sudo (SUDO_USER set, or the real uid differs from the effective one)
+the config comes only from /etc/cmesh\-run/config.toml, which must be owned by
+root and not writable by group or others, or everything is refused;
+\-\-config, \-\-state\-dir, CMESH_RUN_CONFIG, CMESH_RUN_STATE_DIR,
+\-\-inherit\-env, \-\-workdir and malformed job IDs are refused; only profiles
+run unless allow_free_commands = true; \-\-env only for the profile's
+allow_env.
+Each refusal exits 5, runs nothing and leaves an audit line.
+The job runs as the sudo target user; its record keeps SUDO_USER as
+requested_by.
+.PP
+The state dir is 0750 and records and outputs 0640; nothing in it is
+opened through a symlink (O_NOFOLLOW).
+The script a backend runs is handed to it on standard input, so no file the
+caller could change afterwards is read when the job starts.
 .SH ENVIRONMENT
 .TP
 .B CMESH_RUN_STATE_DIR

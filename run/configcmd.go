@@ -1,0 +1,59 @@
+package run
+
+import (
+	"fmt"
+
+	"github.com/BurntSushi/toml"
+	"github.com/urfave/cli/v2"
+
+	"github.com/cmesh/cmesh-run/config"
+	"github.com/cmesh/cmesh-run/status"
+)
+
+func (a *app) configCommand() *cli.Command {
+	return &cli.Command{
+		Name:  "config",
+		Usage: "show the effective config, or check a config file",
+		Subcommands: []*cli.Command{
+			{
+				Name:        "show",
+				Usage:       "print the effective config (file plus defaults) as TOML",
+				Description: "EXAMPLE:\n   cmesh-run config show",
+				Action: func(c *cli.Context) error {
+					if err := a.setup(c); err != nil {
+						return err
+					}
+					src := a.cfg.File
+					if src == "" {
+						src = "none, defaults only"
+					}
+					fmt.Fprintf(a.stdout, "# config: %s\n# state dir: %s\n", src, a.stateDir)
+					return toml.NewEncoder(a.stdout).Encode(a.cfg)
+				},
+			},
+			{
+				Name:        "check",
+				Usage:       "validate a config file (default: the one in use); exit 2 with file, line and key when it is wrong",
+				ArgsUsage:   "[FILE]",
+				Description: "EXAMPLE:\n   cmesh-run config check /etc/cmesh-run/config.toml.new",
+				Action: func(c *cli.Context) error {
+					path := c.Args().First()
+					if path == "" {
+						path = c.String("config")
+					}
+					if path == "" {
+						path = config.DefaultPath
+					}
+					if c.NArg() > 1 {
+						return status.Errorf(status.Usage, "config check takes one file").WithHint("cmesh-run config check FILE")
+					}
+					if _, err := config.Load(path, true); err != nil {
+						return err
+					}
+					_, err := fmt.Fprintf(a.stdout, "%s: ok\n", path)
+					return err
+				},
+			},
+		},
+	}
+}
