@@ -164,3 +164,25 @@ func TestScriptDeliversArgvAndSpec(t *testing.T) {
 		t.Errorf("spec = %+v, %v; want %+v", dec, err, spec)
 	}
 }
+
+// --command: whatever shellquote.Split makes of a string is what the job
+// runs, after a trip through Quote and a real sh.
+func FuzzCommandSplit(f *testing.F) {
+	for _, s := range []string{`a "b c" 'd e' f\ g`, `$HOME '$(id)' "x\"y"`, `#x ~ FOO=bar`, "a\\\nb", `"unterminated`} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		words, err := shellquote.Split(s)
+		if err != nil || len(words) == 0 || len(words) > 50 {
+			return
+		}
+		for _, w := range words {
+			if strings.ContainsRune(w, 0) {
+				return
+			}
+		}
+		if got := shArgv(t, "/bin/sh", Quote(words...)); !equal(got, words) {
+			t.Fatalf("--command %q: split to %q, sh ran %q", s, words, got)
+		}
+	})
+}

@@ -150,6 +150,8 @@ func (p Profile) check(name string, data []byte) error {
 	return nil
 }
 
+var decodeErr = regexp.MustCompile(`^toml: line (\d+)(?: \(last key "([^"]*)"\))?: (.*)$`)
+
 var envName = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
 
 // Load reads path. A missing file is an error only when required.
@@ -183,6 +185,14 @@ func Parse(data []byte, c *Config) error {
 				msg = fmt.Sprintf("key %q: %s", pe.LastKey, msg)
 			}
 			return fmt.Errorf("line %d: %s", pe.Position.Line, msg)
+		}
+		// Type mismatches come as plain errors: "toml: line 2 (last key
+		// "x"): type mismatch ...".
+		if m := decodeErr.FindStringSubmatch(err.Error()); m != nil {
+			if m[2] != "" {
+				return fmt.Errorf("line %s: key %q: %s", m[1], m[2], m[3])
+			}
+			return fmt.Errorf("line %s: %s", m[1], m[3])
 		}
 		return err
 	}

@@ -20,6 +20,8 @@ run "go vet (integration)" go vet -tags integration ./...
 run "unit tests (race)" go test -race -count=1 ./...
 run "fuzz: quoting round trip" go test -run '^$' -fuzz '^FuzzQuote$' -fuzztime 10s ./backend
 run "fuzz: marker parsing" go test -run '^$' -fuzz '^FuzzOutputRead$' -fuzztime 10s ./status
+run "fuzz: --command splitting" go test -run '^$' -fuzz '^FuzzCommandSplit$' -fuzztime 10s ./backend
+run "fuzz: config parsing" go test -run '^$' -fuzz '^FuzzParse$' -fuzztime 10s ./config
 run "fuzz: ID and name patterns" go test -run '^$' -fuzz '^FuzzIDAndNameMatchSpec$' -fuzztime 5s ./status
 run "build" make -s build
 
