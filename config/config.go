@@ -133,7 +133,7 @@ func (p Profile) check(name string, data []byte) error {
 	}
 	for _, k := range p.Placeholders() {
 		if _, ok := p.Args[k]; !ok {
-			return fmt.Errorf("line %d: key \"profiles.%s\": {%s} has no pattern in args", at(""), name, k)
+			return fmt.Errorf("line %d: key \"profiles.%s\": {%s} has no pattern in args", lineContaining(data, "{"+k+"}"), name, k)
 		}
 	}
 	if p.Workdir != "" && !strings.HasPrefix(p.Workdir, "/") {
@@ -236,6 +236,15 @@ func lineOf(data []byte, key string) int {
 	for i, line := range bytes.Split(data, []byte("\n")) {
 		l := strings.TrimSpace(string(line))
 		if strings.HasPrefix(l, key) || strings.HasPrefix(l, `"`+key+`"`) || strings.Contains(l, "."+key) || strings.Contains(l, "["+key) {
+			return i + 1
+		}
+	}
+	return 0
+}
+
+func lineContaining(data []byte, s string) int {
+	for i, line := range bytes.Split(data, []byte("\n")) {
+		if bytes.Contains(line, []byte(s)) {
 			return i + 1
 		}
 	}

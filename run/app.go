@@ -127,7 +127,7 @@ func (a *app) setup(c *cli.Context) error {
 		// Under sudo only root decides: the root-owned default config, its
 		// state dir, nothing the caller could point elsewhere.
 		for _, f := range []struct{ flag, env string }{{"config", "CMESH_RUN_CONFIG"}, {"state-dir", "CMESH_RUN_STATE_DIR"}} {
-			if c.IsSet(f.flag) || os.Getenv(f.env) != "" {
+			if c.String(f.flag) != "" || os.Getenv(f.env) != "" {
 				return a.refuse(c, policy.Deny("--%s and %s are refused under sudo", f.flag, f.env).
 					WithHint("the state dir and config come from %s only; ask its owner to change it", config.DefaultPath))
 			}
