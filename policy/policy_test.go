@@ -36,7 +36,7 @@ func TestExpandRefuses(t *testing.T) {
 		{"org": "mars\n", "name": "x"}, // $ must not match before a final newline
 		{"org": "", "name": "x"},
 		{"org": strings.Repeat("a", 10<<10) + ";", "name": "x"},
-		{"org": "mars"},                           // missing
+		{"org": "mars"},                            // missing
 		{"org": "mars", "name": "x", "extra": "1"}, // unknown
 		{"org": "a b", "name": "x"},
 	} {
