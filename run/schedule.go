@@ -2,6 +2,7 @@ package run
 
 import (
 	"errors"
+	"fmt"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -344,11 +345,16 @@ func (a *app) submit(s submission) (*status.Record, bool, error) {
 		a.audit(rec, "refused", err)
 		return nil, false, err
 	}
+	stateErr := func(err error) error {
+		return &status.Error{Kind: status.Internal, Err: err,
+			Msg:  fmt.Sprintf("cannot record the job in %s: %v", st.Dir, err),
+			Hint: fmt.Sprintf("free space or inodes on its disk (df -h %s; df -i %s), or fix its permissions; nothing was queued", st.Dir, st.Dir)}
+	}
 	if err := st.SetActive(id, true); err != nil {
-		return undo(err)
+		return undo(stateErr(err))
 	}
 	if err := st.Save(rec); err != nil {
-		return undo(err)
+		return undo(stateErr(err))
 	}
 	ref, err := be.Submit(rec, script)
 	if err != nil {
@@ -358,7 +364,7 @@ func (a *app) submit(s submission) (*status.Record, bool, error) {
 	if err := st.Save(rec); err != nil {
 		// The backend has the job; without a record nobody could follow it.
 		_ = be.Remove(ref)
-		return undo(err)
+		return undo(stateErr(err))
 	}
 	a.audit(rec, "scheduled", nil)
 	a.retain(st)

@@ -542,3 +542,82 @@ func TestDiagnosticsNeverOnStdout(t *testing.T) {
 		t.Errorf("status --json stdout is not one JSON object: %q", r.stdout)
 	}
 }
+
+// A state dir on a tiny tmpfs that is full: schedule fails with a clear
+// error, leaves no half-written record and queues nothing.
+func TestFullDisk(t *testing.T) {
+	needAtd(t)
+	mnt := t.TempDir()
+	if out, err := exec.Command("mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", mnt).CombinedOutput(); err != nil {
+		t.Skipf("cannot mount a tmpfs: %v %s", err, out)
+	}
+	defer exec.Command("umount", mnt).Run()
+	e := &env{t: t, state: filepath.Join(mnt, "state")}
+	id := e.schedule(nil, "true") // the state dir exists, one job fits
+	e.waitDone(id, 30*time.Second)
+	// Fill the disk.
+	f, _ := os.Create(filepath.Join(mnt, "filler"))
+	f.Write(make([]byte, 64<<10))
+	f.Close()
+	before := atQueue(t)
+	var lastErr string
+	succeeded := 0
+	accepted := map[string]bool{}
+	for i := 0; i < 5; i++ {
+		r := e.run("schedule", "--json", "--", "sleep", "30")
+		if r.code == 0 {
+			// A job's files may still fit in what is left; try again.
+			succeeded++
+			var j job
+			json.Unmarshal(r.stdout, &j)
+			if j.BackendRef != nil {
+				accepted[*j.BackendRef] = true
+			}
+			continue
+		}
+		lastErr = string(r.stderr)
+		if r.code != 1 || !strings.Contains(lastErr, "no space left on device") || !strings.Contains(lastErr, "hint: free space") {
+			t.Errorf("exit %d: %s", r.code, lastErr)
+		}
+		if !strings.Contains(string(r.stdout), `"code":"internal"`) {
+			t.Errorf("--json error object missing: %s", r.stdout)
+		}
+	}
+	if lastErr == "" {
+		t.Fatal("every schedule succeeded on a full disk")
+	}
+	// A refused schedule must not have left an at job behind.
+	for ref := range atQueue(t) {
+		if !before[ref] && !accepted[ref] {
+			t.Errorf("at job %s appeared, but no schedule was accepted for it", ref)
+		}
+	}
+	for _, en := range mustJobs(t, e) {
+		killJobProcs(en)
+	}
+	entries, _ := os.ReadDir(filepath.Join(e.state, "jobs"))
+	for _, en := range entries {
+		b, _ := os.ReadFile(filepath.Join(e.state, "jobs", en.Name()))
+		if strings.HasPrefix(en.Name(), ".") {
+			t.Errorf("temp file left: %s", en.Name())
+		}
+		if strings.HasSuffix(en.Name(), ".json") && !json.Valid(b) {
+			t.Errorf("half-written record %s: %q", en.Name(), b)
+		}
+	}
+	// Records that exist are whole, and list still works.
+	t.Logf("%d of 5 schedules fit on the full disk", succeeded)
+	if r := e.run("list", "--json"); r.code != 0 {
+		t.Errorf("list on a full disk: %s", r.stderr)
+	}
+}
+
+func mustJobs(t *testing.T, e *env) []string {
+	var jobs []job
+	json.Unmarshal(e.must("list", "--json", "--limit", "0"), &jobs)
+	var ids []string
+	for _, j := range jobs {
+		ids = append(ids, j.ID)
+	}
+	return ids
+}
