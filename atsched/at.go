@@ -15,6 +15,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/cmesh/cmesh-run/backend"
 	"github.com/cmesh/cmesh-run/status"
 )
 
@@ -41,6 +42,9 @@ func New(user string, uid int) *At {
 
 // Name implements backend.Backend.
 func (a *At) Name() string { return "at" }
+
+// Quotas implements backend.Backend: at has no cgroups to offer.
+func (a *At) Quotas() bool { return false }
 
 // cleanEnv is all at sees of our environment. at copies its caller's
 // environment into the spool file; nothing of the caller's may land there.
@@ -165,11 +169,11 @@ func ParseJobNumber(stderr []byte) (string, bool) {
 // stdin, with a clean environment and / as the directory at records; the
 // wrapper moves to the job's workdir itself. -M: the wrapper sends
 // everything to the output file, nothing is left to mail.
-func (a *At) Submit(r *status.Record, script []byte) (string, error) {
+func (a *At) Submit(j backend.Job) (string, error) {
 	cmd := exec.Command(a.At, "-M", "now")
 	cmd.Env = cleanEnv
 	cmd.Dir = "/"
-	cmd.Stdin = bytes.NewReader(script)
+	cmd.Stdin = bytes.NewReader(j.Script())
 	var stderr bytes.Buffer
 	cmd.Stdout = &stderr
 	cmd.Stderr = &stderr

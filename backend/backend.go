@@ -17,13 +17,30 @@ type Backend interface {
 	// Check tells whether the backend can take a job from the calling
 	// user now; its error says what to fix.
 	Check() error
-	// Submit hands the script over and returns the backend's reference
-	// for the job (at's job number, a unit name, ...).
-	Submit(r *status.Record, script []byte) (ref string, err error)
+	// Submit hands the job over and returns the backend's reference for
+	// it (at's job number, a unit name, ...).
+	Submit(j Job) (ref string, err error)
 	// Remove takes a job that has not started out of the backend.
 	Remove(ref string) error
 	// Probe reports whether a queued job is still in the backend.
 	Probe() status.Probe
+	// Quotas tells whether the backend can enforce memory and CPU quotas
+	// (Spec.MemoryMax, Spec.CPUQuota); the others refuse them.
+	Quotas() bool
+}
+
+// Job is what a backend gets to start.
+type Job struct {
+	Record   *status.Record
+	Argv     []string
+	Spec     status.Spec
+	Exe      string // cmesh-run's absolute path
+	StateDir string
+}
+
+// Script is the sh script for j, as Script builds it.
+func (j Job) Script() []byte {
+	return Script(j.Exe, j.StateDir, j.Record.ID, j.Argv, j.Spec)
 }
 
 // Script returns the sh script that runs job id under the wrapper: exe is

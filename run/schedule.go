@@ -229,12 +229,7 @@ type submission struct {
 // jobControl reads the job-control flags, with the config's defaults.
 func (a *app) jobControl(c *cli.Context) (status.Spec, error) {
 	var s status.Spec
-	for _, q := range []string{"memory-max", "cpu-quota"} {
-		if c.IsSet(q) {
-			return s, status.Errorf(status.Usage, "--%s: the at backend cannot enforce a quota, and this build has no backend that can", q).
-				WithHint("drop --%s; --limit-cpu, --limit-nofile, --limit-core and --nice work everywhere", q)
-		}
-	}
+	s.MemoryMax, s.CPUQuota = c.String("memory-max"), c.String("cpu-quota")
 	dur := func(flag string, def time.Duration) (time.Duration, error) {
 		if !c.IsSet(flag) {
 			return def, nil
@@ -290,6 +285,10 @@ func (a *app) submit(s submission) (*status.Record, bool, error) {
 	if err != nil {
 		return nil, false, err
 	}
+	if (s.control.MemoryMax != "" || s.control.CPUQuota != "") && !be.Quotas() {
+		return nil, false, status.Errorf(status.Usage, "the %s backend cannot enforce --memory-max or --cpu-quota", be.Name()).
+			WithHint("use --backend systemd, or drop them; --limit-cpu, --limit-nofile, --limit-core and --nice work everywhere")
+	}
 	if err := be.Check(); err != nil {
 		return nil, false, err
 	}
@@ -339,7 +338,7 @@ func (a *app) submit(s submission) (*status.Record, bool, error) {
 	}
 	spec := s.control
 	spec.Nonce, spec.Workdir, spec.Env = rec.Nonce, s.workdir, a.jobEnv(rec, who, s.env, s.inherit)
-	script := backend.Script(exe, st.Dir, id, s.argv, spec)
+	job := backend.Job{Record: rec, Argv: s.argv, Spec: spec, Exe: exe, StateDir: st.Dir}
 	undo := func(err error) (*status.Record, bool, error) {
 		_ = st.Remove(id)
 		a.audit(rec, "refused", err)
@@ -356,7 +355,7 @@ func (a *app) submit(s submission) (*status.Record, bool, error) {
 	if err := st.Save(rec); err != nil {
 		return undo(stateErr(err))
 	}
-	ref, err := be.Submit(rec, script)
+	ref, err := be.Submit(job)
 	if err != nil {
 		return undo(err)
 	}

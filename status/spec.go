@@ -25,6 +25,10 @@ type Spec struct {
 	Nice       int
 	Limits     []Rlimit
 	Slots      int // max_running: jobs of the state dir that may run at once
+	// Quotas for backends that can enforce them (systemd); the wrapper
+	// itself does not read them.
+	MemoryMax string
+	CPUQuota  string
 }
 
 // Rlimit is a resource limit the job starts with.
