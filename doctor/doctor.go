@@ -43,6 +43,8 @@ type Env struct {
 	FPMConfs []string
 	// Sudoers is the sudo rule cmesh-run setup writes, checked if present.
 	Sudoers string
+	// Auto says which backend --backend auto picks now, and why.
+	Auto func() (string, string)
 	// Probe schedules a harmless job and waits for its end marker.
 	Probe        func(timeout time.Duration) error
 	ProbeTimeout time.Duration
@@ -63,6 +65,10 @@ func Run(e Env) []Check {
 		}
 	} else {
 		add(Check{"probe job", Warn, "not run: fix the failures above first", ""})
+	}
+	if e.Auto != nil {
+		name, why := e.Auto()
+		add(Check{"backend auto", OK, "picks " + name + ": " + why, ""})
 	}
 	checkFPM(e, add)
 	checkSELinux(add)

@@ -18,7 +18,9 @@ import (
 	"github.com/cmesh/cmesh-run/atsched"
 	"github.com/cmesh/cmesh-run/backend"
 	"github.com/cmesh/cmesh-run/config"
+	"github.com/cmesh/cmesh-run/direct"
 	"github.com/cmesh/cmesh-run/policy"
+	"github.com/cmesh/cmesh-run/spool"
 	"github.com/cmesh/cmesh-run/status"
 )
 
@@ -78,10 +80,13 @@ func New(stdout, stderr io.Writer) *cli.App {
 			a.pruneCommand(),
 			a.doctorCommand(),
 			a.setupCommand(),
+			a.workerCommand(),
+			a.drainCommand(),
 			a.configCommand(),
 			a.versionCommand(),
 			a.wrapCommand(),
 			a.execCommand(),
+			a.detachCommand(),
 			a.manCommand(),
 		},
 	}
@@ -229,15 +234,67 @@ func loginShell(name string) string {
 // backendFor returns the backend named name for the calling user.
 func (a *app) backendFor(name string, who caller) (backend.Backend, error) {
 	switch name {
-	case "", "at", "auto":
+	case "", "at":
 		return atsched.New(who.name, who.uid), nil
+	case "direct":
+		return direct.Direct{}, nil
+	case "spool":
+		return spool.New(a.absStateDir()), nil
+	case "auto":
+		be, _ := a.autoBackend(who)
+		return be, nil
 	}
 	return nil, status.Errorf(status.Usage, "unknown backend %q", name).
-		WithHint("this build has the at backend: --backend at")
+		WithHint("backends: at, systemd, spool, direct, auto")
 }
 
-// probe returns the check a reader applies to queued jobs.
+// autoBackend picks at when it is usable, else systemd, else the spool
+// when a worker is alive, else direct; the reason says why.
+func (a *app) autoBackend(who caller) (backend.Backend, string) {
+	at := atsched.New(who.name, who.uid)
+	err := at.Check()
+	if err == nil {
+		return at, "at is installed, atd runs and lets " + who.name + " use it"
+	}
+	why := "at: " + err.Error()
+	if sd, err := a.backendFor("systemd", who); err == nil {
+		if err := sd.Check(); err == nil {
+			return sd, why + "; systemd runs as init"
+		} else {
+			why += "; systemd: " + err.Error()
+		}
+	}
+	sp := spool.New(a.absStateDir())
+	if sp.WorkerAlive() {
+		return sp, why + "; a spool worker holds " + sp.Dir + "/worker.lock"
+	}
+	return direct.Direct{}, why + "; no spool worker runs; so direct (it dies with the caller's cgroup)"
+}
+
+func (a *app) absStateDir() string {
+	abs, err := filepath.Abs(a.stateDir)
+	if err != nil {
+		return a.stateDir
+	}
+	return abs
+}
+
+// probe returns the check a reader applies to queued jobs: the probe of
+// the backend that took each job.
 func (a *app) probe() status.Probe {
 	who := currentCaller()
-	return atsched.New(who.name, who.uid).Probe()
+	probes := map[string]status.Probe{}
+	return func(r *status.Record) (bool, error) {
+		p, ok := probes[r.Backend]
+		if !ok {
+			if be, err := a.backendFor(r.Backend, who); err == nil && r.Backend != "auto" {
+				p = be.Probe()
+			}
+			probes[r.Backend] = p
+		}
+		if p == nil {
+			return true, nil
+		}
+		return p(r)
+	}
 }

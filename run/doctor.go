@@ -43,6 +43,10 @@ func (a *app) doctor(c *cli.Context) error {
 		FPMConfs:     c.StringSlice("fpm-conf"),
 		Sudoers:      "/etc/sudoers.d/cmesh-run",
 		Probe:        a.probeJob,
+		Auto: func() (string, string) {
+			be, why := a.autoBackend(who)
+			return be.Name(), why
+		},
 		ProbeTimeout: c.Duration("probe-timeout"),
 	})
 	failed := doctor.Failed(checks)

@@ -61,7 +61,7 @@ func (a *app) schedule(c *cli.Context) error {
 	if err := a.setup(c); err != nil {
 		return err
 	}
-	sub, err := a.request(c)
+	sub, err := a.request(cliInput{c}, a.mode)
 	if err != nil {
 		if status.KindOf(err) == status.Denied {
 			return a.refuse(c, err)
@@ -84,10 +84,10 @@ func (a *app) schedule(c *cli.Context) error {
 // request turns the command line into a submission, applying the
 // security rules: under sudo only profiles (unless the config allows free
 // commands), no --inherit-env, --env only for keys the profile allows.
-func (a *app) request(c *cli.Context) (submission, error) {
+func (a *app) request(c input, mode policy.Mode) (submission, error) {
 	var sub submission
-	sudo := a.mode.Sudo
-	free := policy.FreeCommandsAllowed(a.cfg, a.mode)
+	sudo := mode.Sudo
+	free := policy.FreeCommandsAllowed(a.cfg, mode)
 	if sudo && c.Bool("inherit-env") {
 		return sub, policy.Deny("--inherit-env is refused under sudo").WithHint("pass what the job needs with --env, where the profile allows it")
 	}
@@ -97,7 +97,7 @@ func (a *app) request(c *cli.Context) (submission, error) {
 		if !ok {
 			return sub, policy.Deny("no profile %q", name).WithHint("profiles: %s", strings.Join(a.profileNames(), ", "))
 		}
-		if c.IsSet("command") || c.NArg() > 0 {
+		if c.IsSet("command") || len(c.Argv()) > 0 {
 			return sub, status.Errorf(status.Usage, "--profile takes no command").WithHint("pass its arguments with --arg KEY=VALUE")
 		}
 		args, err := policy.ParseArgs(c.StringSlice("arg"))
@@ -213,6 +213,22 @@ func sortedKeys[V any](m map[string]V) []string {
 	return keys
 }
 
+// input is what a request to schedule says: the command line's flags, or
+// a request file's fields (spool/incoming).
+type input interface {
+	String(name string) string
+	Bool(name string) bool
+	Int(name string) int
+	Uint64(name string) uint64
+	IsSet(name string) bool
+	StringSlice(name string) []string
+	Argv() []string
+}
+
+type cliInput struct{ *cli.Context }
+
+func (c cliInput) Argv() []string { return c.Args().Slice() }
+
 // submission is a validated request to start a job.
 type submission struct {
 	argv    []string
@@ -224,10 +240,11 @@ type submission struct {
 	unique  bool
 	control status.Spec // timeout, grace, retries, delay, nice, limits
 	profile string      // "NAME key=value ...", for the audit
+	asker   string      // who asked, when not the caller (a spool request's owner)
 }
 
 // jobControl reads the job-control flags, with the config's defaults.
-func (a *app) jobControl(c *cli.Context) (status.Spec, error) {
+func (a *app) jobControl(c input) (status.Spec, error) {
 	var s status.Spec
 	s.MemoryMax, s.CPUQuota = c.String("memory-max"), c.String("cpu-quota")
 	dur := func(flag string, def time.Duration) (time.Duration, error) {
@@ -327,7 +344,7 @@ func (a *app) submit(s submission) (*status.Record, bool, error) {
 	rec := &status.Record{
 		Job: status.Job{
 			ID: id, Name: s.name, State: status.Queued, Command: s.argv, Workdir: s.workdir,
-			Backend: be.Name(), User: who.name, RequestedBy: requestedBy(who),
+			Backend: be.Name(), User: who.name, RequestedBy: orElse(s.asker, requestedBy(who)),
 			Attempt: 1, CreatedAt: time.Now().UTC(), OutputPath: st.OutputPath(id),
 			Retries: s.control.Retries, Profile: s.profile,
 		},
@@ -392,8 +409,8 @@ func (a *app) unfinishedNamed(st *status.Store, name string) *status.Record {
 }
 
 // jobArgv takes the argv from `-- PROGRAM ARGS` or from --command.
-func jobArgv(c *cli.Context) ([]string, error) {
-	args := c.Args().Slice()
+func jobArgv(c input) ([]string, error) {
+	args := c.Argv()
 	if c.IsSet("command") {
 		if len(args) > 0 {
 			return nil, status.Errorf(status.Usage, "both --command and a program after -- given").
@@ -514,6 +531,13 @@ func newJobFiles(st *status.Store) (string, error) {
 		}
 	}
 	return "", status.Errorf(status.Internal, "no free job ID in %s", st.Dir)
+}
+
+func orElse(s, def string) string {
+	if s != "" {
+		return s
+	}
+	return def
 }
 
 func requestedBy(who caller) string {

@@ -1,0 +1,227 @@
+package run
+
+import (
+	"encoding/json"
+	"io"
+	"os"
+	"os/user"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"syscall"
+
+	"github.com/sirupsen/logrus"
+
+	"github.com/cmesh/cmesh-run/policy"
+	"github.com/cmesh/cmesh-run/spool"
+	"github.com/cmesh/cmesh-run/status"
+)
+
+// Request is a request file: what a caller that cannot exec (PHP with
+// exec and proc_open disabled) writes into STATE_DIR/spool/incoming as
+// REQUEST_ID.json, under a temporary name starting with "." first, then
+// renamed. The worker or drain answers in spool/results/REQUEST_ID.json
+// with the job object, or {"error":{"code","message","hint"}}.
+type Request struct {
+	RequestID string            `json:"request_id"`
+	Profile   string            `json:"profile,omitempty"`
+	Args      map[string]string `json:"args,omitempty"`
+	Argv      []string          `json:"argv,omitempty"`
+	Name      string            `json:"name,omitempty"`
+	Unique    bool              `json:"unique,omitempty"`
+	Env       map[string]string `json:"env,omitempty"`
+	Workdir   string            `json:"workdir,omitempty"`
+	Timeout   string            `json:"timeout,omitempty"`
+	Retries   int               `json:"retries,omitempty"`
+}
+
+// maxRequest bounds a request file.
+const maxRequest = 64 << 10
+
+// requestInput presents a request as the flags schedule would get.
+type requestInput struct {
+	r   Request
+	set map[string]bool
+}
+
+func (q requestInput) String(name string) string {
+	switch name {
+	case "profile":
+		return q.r.Profile
+	case "name":
+		return q.r.Name
+	case "workdir":
+		return q.r.Workdir
+	case "timeout":
+		return q.r.Timeout
+	case "backend":
+		return "spool"
+	}
+	return ""
+}
+func (q requestInput) Bool(name string) bool { return name == "unique" && q.r.Unique }
+func (q requestInput) Int(name string) int {
+	if name == "retries" {
+		return q.r.Retries
+	}
+	return 0
+}
+func (q requestInput) Uint64(string) uint64   { return 0 }
+func (q requestInput) IsSet(name string) bool { return q.set[name] }
+func (q requestInput) Argv() []string         { return q.r.Argv }
+func (q requestInput) StringSlice(name string) []string {
+	var m map[string]string
+	switch name {
+	case "arg":
+		m = q.r.Args
+	case "env":
+		m = q.r.Env
+	default:
+		return nil
+	}
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	out := make([]string, len(keys))
+	for i, k := range keys {
+		out[i] = k + "=" + m[k]
+	}
+	return out
+}
+
+func newRequestInput(r Request) requestInput {
+	set := map[string]bool{
+		"profile": r.Profile != "", "arg": len(r.Args) > 0, "name": r.Name != "",
+		"workdir": r.Workdir != "", "env": len(r.Env) > 0, "timeout": r.Timeout != "",
+		"retries": r.Retries != 0, "unique": r.Unique,
+	}
+	return requestInput{r, set}
+}
+
+// takeRequests turns every request in spool/incoming into a queued spool
+// job, or a recorded refusal. Requests are untrusted, whoever wrote them:
+// they get exactly the rules of sudo mode.
+func (a *app) takeRequests(sp *spool.Spool) {
+	dir := filepath.Join(sp.Dir, "incoming")
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return
+	}
+	names := make([]string, 0, len(entries))
+	for _, e := range entries {
+		if !strings.HasPrefix(e.Name(), ".") && strings.HasSuffix(e.Name(), ".json") {
+			names = append(names, e.Name())
+		}
+	}
+	sort.Strings(names)
+	for _, n := range names {
+		a.takeRequest(sp, filepath.Join(dir, n))
+	}
+}
+
+func (a *app) takeRequest(sp *spool.Spool, path string) {
+	reqID := strings.TrimSuffix(filepath.Base(path), ".json")
+	if status.CheckID(reqID) != nil {
+		reqID = "invalid-" + strconv.FormatInt(int64(len(path)), 10) + "-" + status.NewNonce()[:8]
+	}
+	owner, data, err := readRequest(path)
+	defer os.Remove(path)
+	asker := "spool:" + owner
+	var rec *status.Record
+	var reused bool
+	if err == nil {
+		var r Request
+		dec := json.NewDecoder(strings.NewReader(string(data)))
+		dec.DisallowUnknownFields()
+		if err = dec.Decode(&r); err != nil {
+			err = status.Errorf(status.Usage, "request %s: %v", filepath.Base(path), err).WithHint("see the request format in man cmesh-run, SPOOL")
+		} else if r.RequestID != reqID {
+			err = status.Errorf(status.Usage, "request file %s says request_id %q", filepath.Base(path), r.RequestID).
+				WithHint("name the file REQUEST_ID.json")
+		} else {
+			var sub submission
+			sub, err = a.request(newRequestInput(r), policy.Mode{Sudo: true, Asker: asker})
+			if err == nil {
+				sub.asker = asker
+				rec, reused, err = a.submit(sub)
+			}
+		}
+	}
+	if err != nil {
+		a.log.WithFields(logrus.Fields{"request": reqID, "requested_by": asker}).Warnf("request refused: %v", err)
+		a.auditor().WithFields(logrus.Fields{"request": reqID, "requested_by": asker, "outcome": "refused", "error": err.Error()}).Info("cmesh-run refused")
+		k := kinds[status.KindOf(err)]
+		a.writeResult(sp, reqID, map[string]any{"request_id": reqID, "error": map[string]string{"code": k.name, "message": err.Error(), "hint": status.HintOf(err)}})
+		return
+	}
+	j := rec.Public()
+	j.Reused = status.Ptr(reused)
+	a.writeResult(sp, reqID, struct {
+		RequestID string `json:"request_id"`
+		status.Job
+	}{reqID, j})
+}
+
+// readRequest reads a request file without following a planted link and
+// within the size bound; it returns the name of its owner.
+func readRequest(path string) (string, []byte, error) {
+	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NOFOLLOW, 0)
+	if err != nil {
+		return "?", nil, status.Errorf(status.Usage, "request %s: %v", filepath.Base(path), err)
+	}
+	defer f.Close()
+	owner := "?"
+	if st, err := f.Stat(); err == nil {
+		if sys, ok := st.Sys().(*syscall.Stat_t); ok {
+			owner = strconv.Itoa(int(sys.Uid))
+			if u, err := user.LookupId(owner); err == nil {
+				owner = u.Username
+			}
+		}
+		if !st.Mode().IsRegular() {
+			return owner, nil, status.Errorf(status.Usage, "request %s is not a regular file", filepath.Base(path))
+		}
+	}
+	data, err := io.ReadAll(io.LimitReader(f, maxRequest+1))
+	if err != nil {
+		return owner, nil, err
+	}
+	if len(data) > maxRequest {
+		return owner, nil, status.Errorf(status.Usage, "request %s is over %d bytes", filepath.Base(path), maxRequest)
+	}
+	return owner, data, nil
+}
+
+func (a *app) writeResult(sp *spool.Spool, reqID string, v any) {
+	b, err := json.Marshal(v)
+	if err == nil {
+		err = writeFileAtomic(filepath.Join(sp.Dir, "results", reqID+".json"), append(b, '\n'))
+	}
+	if err != nil {
+		a.log.Warnf("result of request %s: %v", reqID, err)
+	}
+}
+
+func writeFileAtomic(path string, data []byte) error {
+	tmp, err := os.CreateTemp(filepath.Dir(path), ".tmp-*")
+	if err != nil {
+		return err
+	}
+	defer os.Remove(tmp.Name())
+	_ = tmp.Chmod(0o640)
+	if _, err := tmp.Write(data); err != nil {
+		tmp.Close()
+		return err
+	}
+	if err := tmp.Sync(); err != nil {
+		tmp.Close()
+		return err
+	}
+	if err := tmp.Close(); err != nil {
+		return err
+	}
+	return os.Rename(tmp.Name(), path)
+}

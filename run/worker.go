@@ -1,0 +1,158 @@
+package run
+
+import (
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/urfave/cli/v2"
+	"golang.org/x/sys/unix"
+
+	"github.com/cmesh/cmesh-run/spool"
+	"github.com/cmesh/cmesh-run/status"
+)
+
+func (a *app) workerCommand() *cli.Command {
+	return &cli.Command{
+		Name:  "worker",
+		Usage: "start spool jobs as they arrive (run it under supervisor or systemd)",
+		Description: "Takes the spool's lock (one worker per state dir), then starts every job queued with\n" +
+			"--backend spool, and every request PHP wrote to spool/incoming, as they arrive (inotify,\n" +
+			"with a poll as a fallback). Jobs run detached: stopping or killing the worker does not stop\n" +
+			"them, and a restarted worker never starts a job twice. Ends on SIGTERM or SIGINT.\n\n" +
+			"EXAMPLE:\n   cmesh-run worker\n" +
+			"   # supervisor: [program:cmesh-run-worker] command=/usr/local/bin/cmesh-run worker user=cmesh",
+		Flags: []cli.Flag{
+			&cli.DurationFlag{Name: "poll", Value: time.Second, Usage: "look at the spool at least every `DUR`"},
+		},
+		Action: a.worker,
+	}
+}
+
+func (a *app) drainCommand() *cli.Command {
+	return &cli.Command{
+		Name:  "drain",
+		Usage: "start whatever the spool holds, once, and exit (the cron fallback)",
+		Description: "Does one pass of the worker and exits. When a worker or another drain holds the spool's\n" +
+			"lock it does nothing and exits 0. From cron, every minute:\n" +
+			"* * * * * cmesh /usr/local/bin/cmesh-run drain\n\n" +
+			"EXAMPLE:\n   cmesh-run drain",
+		Action: a.drain,
+	}
+}
+
+func (a *app) spoolFor(c *cli.Context) (*spool.Spool, *status.Store, error) {
+	if err := a.setup(c); err != nil {
+		return nil, nil, err
+	}
+	st, err := a.store(true)
+	if err != nil {
+		return nil, nil, err
+	}
+	return spool.New(st.Dir), st, nil
+}
+
+func (a *app) drain(c *cli.Context) error {
+	sp, st, err := a.spoolFor(c)
+	if err != nil {
+		return err
+	}
+	lock, ok, err := sp.Lock()
+	if err != nil {
+		return err
+	}
+	if !ok {
+		a.log.Info("a worker or drain is at work; nothing to do")
+		return nil
+	}
+	defer lock.Close()
+	sp.Requeue()
+	return a.drainOnce(sp, st)
+}
+
+func (a *app) worker(c *cli.Context) error {
+	sp, st, err := a.spoolFor(c)
+	if err != nil {
+		return err
+	}
+	lock, ok, err := sp.Lock()
+	if err != nil {
+		return err
+	}
+	if !ok {
+		return status.Errorf(status.Unavailable, "another worker or drain holds %s/worker.lock", sp.Dir).
+			WithHint("one worker per state dir is enough; stop the other one first")
+	}
+	defer lock.Close()
+	sp.Requeue()
+	stop := make(chan os.Signal, 1)
+	signal.Notify(stop, syscall.SIGTERM, syscall.SIGINT)
+	wake := watch(sp.Dir+"/queue", sp.Dir+"/incoming")
+	poll := time.NewTicker(c.Duration("poll"))
+	defer poll.Stop()
+	a.log.WithField("spool", sp.Dir).Info("worker started")
+	for {
+		if err := a.drainOnce(sp, st); err != nil {
+			a.log.Warnf("worker: %v", err)
+		}
+		select {
+		case <-stop:
+			a.log.Info("worker stopping; running jobs go on")
+			return nil
+		case <-wake:
+		case <-poll.C:
+		}
+	}
+}
+
+// watch returns a channel that gets a value when something arrives in
+// one of dirs; without inotify it never fires and the poll does the work.
+func watch(dirs ...string) <-chan struct{} {
+	ch := make(chan struct{}, 1)
+	fd, err := unix.InotifyInit1(unix.IN_CLOEXEC)
+	if err != nil {
+		return ch
+	}
+	for _, d := range dirs {
+		_, _ = unix.InotifyAddWatch(fd, d, unix.IN_MOVED_TO|unix.IN_CLOSE_WRITE)
+	}
+	go func() {
+		buf := make([]byte, 4096)
+		for {
+			if _, err := unix.Read(fd, buf); err != nil && err != unix.EINTR {
+				return
+			}
+			select {
+			case ch <- struct{}{}:
+			default:
+			}
+		}
+	}()
+	return ch
+}
+
+// drainOnce turns incoming requests into queued jobs, then starts every
+// queued job, oldest first.
+func (a *app) drainOnce(sp *spool.Spool, st *status.Store) error {
+	a.takeRequests(sp)
+	ids, err := sp.Queued()
+	if err != nil {
+		return err
+	}
+	exe, err := os.Executable()
+	if err != nil {
+		return err
+	}
+	for _, id := range ids {
+		started, err := sp.Start(exe, id)
+		if err != nil {
+			a.log.Warnf("start %s: %v", id, err)
+			continue
+		}
+		if started {
+			a.log.WithField("id", id).Info("started")
+		}
+	}
+	return nil
+}

@@ -1,0 +1,217 @@
+// Package spool is the queue backend: schedule drops the job's script
+// into STATE_DIR/spool/queue, and a worker (`cmesh-run worker`, kept
+// alive by supervisor or systemd) or a cron run of `cmesh-run drain`
+// starts it detached.
+//
+//	spool/queue/ID.sh     waiting to be started (written atomically)
+//	spool/claimed/ID.sh   taken by a worker or drain, being started
+//	spool/incoming/*.json requests from callers that cannot exec
+//	spool/results/*.json  what became of each request
+//	spool/worker.lock     held (flock) by the one worker or drain at work
+//
+// A job is claimed by renaming it out of the queue, which only one process
+// can do; and its wrapper starts it only if the record still says queued.
+// So no job is started twice, even by a drain racing a restarted worker.
+package spool
+
+import (
+	"errors"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/cmesh/cmesh-run/backend"
+	"github.com/cmesh/cmesh-run/status"
+)
+
+// Spool is the spool backend of one state dir.
+type Spool struct {
+	Dir string // STATE_DIR/spool
+}
+
+// New returns the spool of the state dir.
+func New(stateDir string) *Spool { return &Spool{Dir: filepath.Join(stateDir, "spool")} }
+
+// Name implements backend.Backend.
+func (s *Spool) Name() string { return "spool" }
+
+// Quotas implements backend.Backend.
+func (s *Spool) Quotas() bool { return false }
+
+func (s *Spool) path(parts ...string) string {
+	return filepath.Join(append([]string{s.Dir}, parts...)...)
+}
+
+// Check implements backend.Backend: the spool must exist or be creatable.
+func (s *Spool) Check() error {
+	if err := s.ensure(); err != nil {
+		return status.Errorf(status.Unavailable, "spool %s: %v", s.Dir, err).
+			WithHint("make the state dir writable for this user")
+	}
+	return nil
+}
+
+func (s *Spool) ensure() error {
+	for _, d := range []string{s.Dir, s.path("queue"), s.path("claimed"), s.path("incoming"), s.path("results")} {
+		if err := os.Mkdir(d, 0o750); err != nil && !errors.Is(err, fs.ErrExist) {
+			return err
+		}
+	}
+	return nil
+}
+
+// Submit implements backend.Backend: the script lands in the queue whole
+// (temp file, fsync, rename) or not at all.
+func (s *Spool) Submit(j backend.Job) (string, error) {
+	if err := s.ensure(); err != nil {
+		return "", err
+	}
+	id := j.Record.ID
+	tmp, err := os.CreateTemp(s.path("queue"), ".tmp-*")
+	if err != nil {
+		return "", err
+	}
+	defer os.Remove(tmp.Name())
+	_ = tmp.Chmod(0o600)
+	_, err = tmp.Write(j.Script())
+	if err == nil {
+		err = tmp.Sync()
+	}
+	if cerr := tmp.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(tmp.Name(), s.path("queue", id+".sh"))
+	}
+	if err != nil {
+		return "", err
+	}
+	return id, nil
+}
+
+// Remove implements backend.Backend.
+func (s *Spool) Remove(ref string) error {
+	if status.CheckID(ref) != nil {
+		return nil
+	}
+	err := os.Remove(s.path("queue", ref+".sh"))
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	return err
+}
+
+// claimGrace is how long a claimed job may take to record its start.
+const claimGrace = time.Minute
+
+// Probe implements backend.Backend: a queued job is pending while its
+// script waits in the queue or was claimed a moment ago.
+func (s *Spool) Probe() status.Probe {
+	return func(r *status.Record) (bool, error) {
+		if _, err := os.Stat(s.path("queue", r.ID+".sh")); err == nil {
+			return true, nil
+		}
+		if st, err := os.Stat(s.path("claimed", r.ID+".sh")); err == nil {
+			return time.Since(st.ModTime()) < claimGrace, nil
+		}
+		return time.Since(r.CreatedAt) < time.Second, nil
+	}
+}
+
+// Queued lists the queued job IDs, oldest first.
+func (s *Spool) Queued() ([]string, error) {
+	entries, err := os.ReadDir(s.path("queue"))
+	if err != nil {
+		return nil, err
+	}
+	var ids []string
+	for _, e := range entries {
+		if id, ok := strings.CutSuffix(e.Name(), ".sh"); ok && status.CheckID(id) == nil {
+			ids = append(ids, id)
+		}
+	}
+	slices.Sort(ids)
+	return ids, nil
+}
+
+// Lock takes the spool's worker lock without waiting; ok is false when
+// another worker or drain holds it.
+func (s *Spool) Lock() (f *os.File, ok bool, err error) {
+	if err := s.ensure(); err != nil {
+		return nil, false, err
+	}
+	f, err = os.OpenFile(s.path("worker.lock"), os.O_RDONLY|os.O_CREATE|syscall.O_NOFOLLOW, 0o640)
+	if err != nil {
+		return nil, false, err
+	}
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+		f.Close()
+		if errors.Is(err, syscall.EWOULDBLOCK) {
+			return nil, false, nil
+		}
+		return nil, false, err
+	}
+	return f, true, nil
+}
+
+// WorkerAlive reports whether a worker holds the spool's lock now.
+func (s *Spool) WorkerAlive() bool {
+	f, err := os.OpenFile(s.path("worker.lock"), os.O_RDONLY|syscall.O_NOFOLLOW, 0)
+	if err != nil {
+		return false
+	}
+	defer f.Close()
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_SH|syscall.LOCK_NB); err != nil {
+		return errors.Is(err, syscall.EWOULDBLOCK)
+	}
+	return false
+}
+
+// Requeue puts back jobs claimed by a worker that died before starting
+// them; their wrappers would have refused a second start anyway.
+func (s *Spool) Requeue() {
+	entries, _ := os.ReadDir(s.path("claimed"))
+	for _, e := range entries {
+		_ = os.Rename(s.path("claimed", e.Name()), s.path("queue", e.Name()))
+	}
+}
+
+// Start claims queued job id and starts it detached. It reports false
+// when someone else claimed it first.
+func (s *Spool) Start(exe, id string) (bool, error) {
+	claimed := s.path("claimed", id+".sh")
+	if err := os.Rename(s.path("queue", id+".sh"), claimed); err != nil {
+		if errors.Is(err, fs.ErrNotExist) {
+			return false, nil
+		}
+		return false, err
+	}
+	f, err := os.OpenFile(claimed, os.O_RDONLY|syscall.O_NOFOLLOW, 0)
+	if err != nil {
+		return false, err
+	}
+	script, err := readAll(f)
+	f.Close()
+	if err != nil {
+		return false, err
+	}
+	if _, err := backend.Detach(exe, script); err != nil {
+		_ = os.Rename(claimed, s.path("queue", id+".sh"))
+		return false, err
+	}
+	return true, os.Remove(claimed)
+}
+
+func readAll(f *os.File) ([]byte, error) {
+	st, err := f.Stat()
+	if err != nil {
+		return nil, err
+	}
+	b := make([]byte, st.Size())
+	_, err = f.ReadAt(b, 0)
+	return b, err
+}
