@@ -38,11 +38,11 @@ func (a *app) doctor(c *cli.Context) error {
 	}
 	who := currentCaller()
 	checks := doctor.Run(doctor.Env{
-		At:           atsched.New(who.name, who.uid),
-		StateDir:     a.stateDir,
-		FPMConfs:     c.StringSlice("fpm-conf"),
-		Sudoers:      "/etc/sudoers.d/cmesh-run",
-		Probe:        a.probeJob,
+		At:       atsched.New(who.name, who.uid),
+		StateDir: a.stateDir,
+		FPMConfs: c.StringSlice("fpm-conf"),
+		Sudoers:  "/etc/sudoers.d/cmesh-run",
+		Probe:    a.probeJob,
 		Auto: func() (string, string) {
 			be, why := a.autoBackend(who)
 			return be.Name(), why

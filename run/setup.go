@@ -24,6 +24,7 @@ func (a *app) setupCommand() *cli.Command {
 			&cli.StringFlag{Name: "web-user", Value: "www-data", Usage: "the PHP-FPM pool's `USER`"},
 			&cli.StringFlag{Name: "run-as", Value: "cmesh", Usage: "the `USER` jobs run as"},
 			&cli.StringFlag{Name: "binary", Value: "/usr/local/bin/cmesh-run", Usage: "where the sudo rule finds cmesh-run (`PATH`)"},
+			&cli.StringFlag{Name: "supervisor", Usage: "also write the spool worker's supervisor program to `FILE` (e.g. /etc/supervisor/conf.d/cmesh-run-worker.conf)"},
 			&cli.BoolFlag{Name: "write", Usage: "carry the steps out"},
 		},
 		Action: a.setupAction,
@@ -49,6 +50,7 @@ func (a *app) setupAction(c *cli.Context) error {
 		WebUser: c.String("web-user"), RunAs: c.String("run-as"), Binary: c.String("binary"),
 		StateDir: dir, Config: config.DefaultPath, Sudoers: "/etc/sudoers.d/cmesh-run",
 		AtAllow: "/etc/at.allow", AtDeny: "/etc/at.deny", Self: self,
+		Supervisor: c.String("supervisor"),
 	}
 	for _, u := range []string{o.WebUser, o.RunAs} {
 		if !validUser(u) {

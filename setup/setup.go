@@ -28,6 +28,27 @@ type Options struct {
 	AtAllow  string
 	AtDeny   string
 	Self     string // the running binary, copied to Binary when missing
+	// Supervisor, when set, is where the worker's supervisor program
+	// config goes (e.g. /etc/supervisor/conf.d/cmesh-run-worker.conf).
+	Supervisor string
+}
+
+// SupervisorProgram is the supervisor config that keeps one spool worker
+// running as the run-as user. stopasgroup is off on purpose: the jobs the
+// worker started run detached and must outlive a worker restart.
+func SupervisorProgram(o Options) string {
+	return fmt.Sprintf(`[program:cmesh-run-worker]
+command=%s --state-dir %s worker
+user=%s
+directory=/
+autostart=true
+autorestart=true
+startsecs=1
+stopsignal=TERM
+stopwaitsecs=10
+redirect_stderr=true
+stdout_logfile=syslog
+`, o.Binary, o.StateDir, o.RunAs)
 }
 
 // Step is one thing to do: why, and the commands.
@@ -109,6 +130,16 @@ func Plan(o Options) []Step {
 			Commands: []string{fmt.Sprintf("install -d -m 2750 -o %s -g %s %s", q(o.RunAs), q(webGroup(o)), q(o.StateDir))},
 			apply:    func() error { return run("install", "-d", "-m", "2750", "-o", o.RunAs, "-g", webGroup(o), o.StateDir) },
 		})
+	}
+	if o.Supervisor != "" {
+		want := SupervisorProgram(o)
+		if b, err := os.ReadFile(o.Supervisor); err != nil || string(b) != want {
+			steps = append(steps, Step{
+				What:     "keep a spool worker running under supervisor (then: supervisorctl reread && supervisorctl update)",
+				Commands: []string{fmt.Sprintf("install -D -m 0644 /dev/stdin %s <<'EOF'\n%sEOF", q(o.Supervisor), want)},
+				apply:    func() error { return writeFile(o.Supervisor, []byte(want), 0o644, 0, 0) },
+			})
+		}
 	}
 	if _, err := os.Stat(o.Config); err != nil {
 		steps = append(steps, Step{

@@ -56,8 +56,16 @@ func (s *Spool) Check() error {
 }
 
 func (s *Spool) ensure() error {
-	for _, d := range []string{s.Dir, s.path("queue"), s.path("claimed"), s.path("incoming"), s.path("results")} {
-		if err := os.Mkdir(d, 0o750); err != nil && !errors.Is(err, fs.ErrExist) {
+	// incoming is where a web user without exec drops requests: writable
+	// by the state dir's group (setup gives it the web user's group).
+	for _, d := range []struct {
+		path string
+		mode os.FileMode
+	}{{s.Dir, 0o750}, {s.path("queue"), 0o750}, {s.path("claimed"), 0o750}, {s.path("incoming"), 0o770}, {s.path("results"), 0o750}} {
+		old := syscall.Umask(0o007)
+		err := os.Mkdir(d.path, d.mode)
+		syscall.Umask(old)
+		if err != nil && !errors.Is(err, fs.ErrExist) {
 			return err
 		}
 	}
