@@ -1,0 +1,81 @@
+//go:build integration
+
+package integration
+
+import (
+	"encoding/json"
+	"os/exec"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// The same job through each local backend: same wrapper, markers, record,
+// so status, log, wait and cancel behave the same.
+func TestBackendsAlike(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	// A worker for the spool, stopped by PID at the end.
+	w := exec.Command(bin, "--state-dir", e.state, "worker", "--poll", "200ms")
+	w.Env = []string{"PATH=/usr/bin:/bin", "CMESH_RUN_CONFIG=" + emptyConfig}
+	w.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if err := w.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { w.Process.Signal(syscall.SIGTERM); w.Wait() }()
+	for _, be := range []string{"at", "direct", "spool"} {
+		id := e.schedule([]string{"--backend", be}, "sh", "-c", "echo via $0; exit 3", be)
+		if code := e.run("wait", "--timeout", "30s", id).code; code != 3 {
+			t.Errorf("%s: wait %d, want 3", be, code)
+		}
+		j := e.status(id)
+		if j.Backend != be || j.State != "failed" || string(e.log(id)) != "via "+be+"\n" {
+			t.Errorf("%s: %+v log %q", be, j, e.log(id))
+		}
+		id = e.schedule([]string{"--backend", be}, "sh", "-c", "sleep 1000 & sleep 1000")
+		e.waitState(id, "running", 30*time.Second)
+		if r := e.run("cancel", "--grace", "1s", id); r.code != 0 || e.status(id).State != "canceled" || len(jobProcs(id)) != 0 {
+			t.Errorf("%s: cancel: %d %s, left %v", be, r.code, r.stderr, jobProcs(id))
+			killJobProcs(id)
+		}
+	}
+	// A second worker is refused while the first runs.
+	if r := e.run("worker"); r.code != 4 || !strings.Contains(string(r.stderr), "worker.lock") {
+		t.Errorf("second worker: exit %d %s", r.code, r.stderr)
+	}
+	// The worker stops on SIGTERM; a running spool job goes on.
+	id := e.schedule([]string{"--backend", "spool"}, "sleep", "2")
+	e.waitState(id, "running", 30*time.Second)
+	w.Process.Signal(syscall.SIGTERM)
+	w.Wait()
+	if j := e.waitDone(id, 30*time.Second); j.State != "succeeded" {
+		t.Errorf("spool job after the worker stopped: %s", j.State)
+	}
+	// Without a worker a spool job waits for drain.
+	id = e.schedule([]string{"--backend", "spool"}, "true")
+	time.Sleep(300 * time.Millisecond) // nothing may start it; this is the claim under test
+	if s := e.status(id).State; s != "queued" {
+		t.Errorf("spool job with no worker: %s, want queued", s)
+	}
+	e.must("drain")
+	if j := e.waitDone(id, 30*time.Second); j.State != "succeeded" {
+		t.Errorf("after drain: %s", j.State)
+	}
+}
+
+func TestAutoPicksAt(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	out := e.must("schedule", "--json", "--backend", "auto", "--", "true")
+	var j job
+	json.Unmarshal(out, &j)
+	if j.Backend != "at" {
+		t.Errorf("auto with atd running picked %q", j.Backend)
+	}
+	var rep report
+	json.Unmarshal(e.must("doctor", "--json", "--fpm-conf", "/nonexistent"), &rep)
+	if c := find(t, rep, "backend auto"); !strings.Contains(c.Message, "picks at") {
+		t.Errorf("doctor: %+v", c)
+	}
+}
