@@ -201,9 +201,9 @@ func Parse(data []byte, c *Config) error {
 		return fmt.Errorf("line %d: unknown key %q", lineOf(data, und[0][len(und[0])-1]), key)
 	}
 	switch c.Backend {
-	case "", "at":
+	case "", "at", "systemd", "spool", "direct", "auto":
 	default:
-		return fmt.Errorf("line %d: key \"backend\": %q is not a backend this build has (at)", lineOf(data, "backend"), c.Backend)
+		return fmt.Errorf("line %d: key \"backend\": %q is not a backend (at, systemd, spool, direct, auto)", lineOf(data, "backend"), c.Backend)
 	}
 	for _, n := range []struct {
 		key string

@@ -124,8 +124,73 @@ are set by the wrapper and work with every backend.
 .B \-\-memory\-max
 and
 .B \-\-cpu\-quota
-need a cgroup, which only a systemd backend could set: the at backend refuses
+need a cgroup: the systemd backend sets them; at, spool and direct refuse
 them (exit 2) rather than ignore them.
+.SH BACKENDS
+Every backend runs the same script, so the same wrapper, markers and
+records: status, log, wait and cancel do not care which one started a job.
+.TP
+.B at
+(the default) hands the script to
+.B at \-M now
+on standard input, with a clean environment.
+It needs at and a running atd, and the user allowed by at.allow/at.deny.
+The job runs under atd: it survives the end of the request, FPM's restarts,
+and the kill of FPM's cgroup.
+.TP
+.B systemd
+a transient unit per job (systemd\-run), with MemoryMax and CPUQuota from
+\-\-memory\-max and \-\-cpu\-quota.
+It needs systemd as PID 1, and root (PHP gets there through sudo).
+.TP
+.B spool
+writes the script into STATE_DIR/spool/queue; a
+.B cmesh\-run worker
+(under supervisor or systemd) starts jobs as they arrive, or
+.B cmesh\-run drain
+from cron every minute:
+.RS
+.PP
+* * * * * cmesh /usr/local/bin/cmesh\-run drain
+.RE
+.IP
+Jobs run detached from the worker: stopping or killing it does not stop them,
+and none is ever started twice (a job is claimed by a rename, and its wrapper
+starts it only while its record says queued).
+.TP
+.B direct
+starts the script detached from schedule itself: new session, double fork,
+every inherited descriptor closed, no terminal.
+For machines with neither atd nor systemd.
+It survives the end of the request and FPM's QUIT or TERM, but not a kill of
+the caller's cgroup (systemctl restart php8.2\-fpm under systemd) nor a
+reboot.
+.TP
+.B auto
+at when it is usable, else systemd, else the spool when a worker is alive,
+else direct;
+.B doctor
+says which one it picks and why.
+.SH SPOOL REQUESTS
+When PHP cannot exec at all (disable_functions lists exec, proc_open and the
+rest), it writes a request into STATE_DIR/spool/incoming as
+REQUEST_ID.json, first under a name that starts with a dot, then renamed:
+.PP
+.RS 4
+.nf
+{"request_id":"r1","profile":"pushfin","args":{"org":"mars","name":"mpvg"}}
+{"request_id":"r2","argv":["/bin/echo","hi"],"name":"x","unique":true,
+ "env":{"K":"V"},"workdir":"/opt","timeout":"15m","retries":1}
+.fi
+.RE
+.PP
+The worker or drain treats every request as untrusted, exactly like sudo
+mode (profiles and their patterns; argv only with allow_free_commands = true;
+env only for the profile's allow_env), queues it through the spool, and
+answers in STATE_DIR/spool/results/REQUEST_ID.json with the job object, or
+with {"error":{"code","message","hint"}} for a refusal, which is also
+audited.
+PHP then reads STATE_DIR/jobs/ID.json and STATE_DIR/jobs/ID.out directly.
 .SH MARKERS
 The wrapper appends each marker to the output file in one
 .BR write (2),

@@ -49,7 +49,7 @@ func (a *app) scheduleCommand() *cli.Command {
 			&cli.Uint64Flag{Name: "limit-core", Usage: "RLIMIT_CORE: core files up to `BYTES` (0: none)"},
 			&cli.StringFlag{Name: "memory-max", Usage: "memory quota (`BYTES`); only a backend that can enforce it accepts it (at cannot: refused)"},
 			&cli.StringFlag{Name: "cpu-quota", Usage: "CPU quota (`PERCENT`); only a backend that can enforce it accepts it (at cannot: refused)"},
-			&cli.StringFlag{Name: "backend", Usage: "`BACKEND` that starts the job: at (auto means at in this build)", DefaultText: "the config's backend, else at"},
+			&cli.StringFlag{Name: "backend", Usage: "`BACKEND` that starts the job: at, systemd, spool, direct or auto (see BACKENDS)", DefaultText: "the config's backend, else at"},
 			&cli.BoolFlag{Name: "json", Usage: "print the job object as one line of JSON instead of the ID"},
 		},
 		Action: a.schedule,
