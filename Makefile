@@ -8,7 +8,7 @@ LDFLAGS := -s -w -X github.com/cmesh/cmesh-run/run.Version=$(VERSION)
 .PHONY: build man demo test unit integration bench install clean
 
 build:
-	CGO_ENABLED=0 $(GO) build -trimpath -ldflags "$(LDFLAGS)" -o cmesh-run .
+	CGO_ENABLED=0 $(GO) build -trimpath -tags urfave_cli_no_docs -ldflags "$(LDFLAGS)" -o cmesh-run .
 
 # The man page is generated from the binary; the tests fail when the
 # committed one is stale.
