@@ -38,12 +38,29 @@ man_check() {
 run "man page" man_check
 
 export CMESH_RUN_BIN=$PWD/cmesh-run
+# Everything the integration suites use, installed at once when missing.
+step "packages"
+need_pkgs /usr/bin/at at php-fpm8.2 php-fpm /usr/bin/php php-cli cgi-fcgi libfcgi-bin \
+	sudo sudo supervisord supervisor systemd-nspawn systemd-container mandoc mandoc ||
+	echo "!!!!!!!! could not install every package (not root, or no mirror); suites that need them will SKIP !!!!!!!!"
 if ensure_atd; then
 	run "integration: at" go test -tags integration -count=1 -timeout 20m -v ./test/integration/ 
 	if need_pkgs php-fpm8.2 php-fpm /usr/bin/php php-cli cgi-fcgi libfcgi-bin && [ -d test/fpm ]; then
 		run "integration: php-fpm" go test -tags integration -count=1 -timeout 20m -v ./test/fpm/
 	else
 		skip "integration: php-fpm" "php-fpm, php-cli or cgi-fcgi missing and not installable"
+	fi
+	# Sudo as a dedicated user, from a real PHP-FPM request.
+	if [ -d test/sudo ] && need_pkgs sudo sudo php-fpm8.2 php-fpm cgi-fcgi libfcgi-bin; then
+		run "integration: sudo" go test -tags integration -count=1 -timeout 10m -v ./test/sudo/
+	elif [ -d test/sudo ]; then
+		skip "integration: sudo" "sudo or php-fpm missing and not installable"
+	fi
+	# The spool and direct backends: exec-less PHP, a worker under supervisord.
+	if [ -d test/spool ] && need_pkgs supervisord supervisor php-fpm8.2 php-fpm cgi-fcgi libfcgi-bin; then
+		run "integration: spool and direct" go test -tags integration -count=1 -timeout 10m -v ./test/spool/
+	elif [ -d test/spool ]; then
+		skip "integration: spool and direct" "supervisor or php-fpm missing and not installable"
 	fi
 	# A real systemd in a container: jobs survive systemctl restart php8.2-fpm.
 	if need_pkgs systemd-nspawn systemd-container php-fpm8.2 php-fpm cgi-fcgi libfcgi-bin; then
@@ -55,6 +72,8 @@ else
 	skip "integration: at" "at/atd missing and not installable (not root?)"
 	skip "integration: php-fpm" "needs atd"
 	skip "integration: systemd container" "needs at"
+	skip "integration: sudo" "needs at"
+	skip "integration: spool and direct" "needs at"
 fi
 stop_atd_if_started
 
