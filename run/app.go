@@ -130,7 +130,16 @@ func (a *app) setup(c *cli.Context) error {
 	required := path != ""
 	if a.mode.Sudo {
 		// Under sudo only root decides: the root-owned default config, its
-		// state dir, nothing the caller could point elsewhere.
+		// state dir, nothing the caller could point elsewhere. The config
+		// is read first, so that a refusal lands in its audit_log.
+		if err := policy.CheckConfigFile(config.DefaultPath); err != nil {
+			return a.refuse(c, err)
+		}
+		cfg, err := config.Load(config.DefaultPath, false)
+		if err != nil {
+			return a.refuse(c, policy.Deny("%v", err).WithHint("%s", status.HintOf(err)))
+		}
+		a.cfg = cfg
 		for _, f := range []struct{ flag, env string }{{"config", "CMESH_RUN_CONFIG"}, {"state-dir", "CMESH_RUN_STATE_DIR"}} {
 			if c.String(f.flag) != "" || os.Getenv(f.env) != "" {
 				return a.refuse(c, policy.Deny("--%s and %s are refused under sudo", f.flag, f.env).
@@ -138,9 +147,6 @@ func (a *app) setup(c *cli.Context) error {
 			}
 		}
 		path, required = config.DefaultPath, false
-		if err := policy.CheckConfigFile(path); err != nil {
-			return a.refuse(c, err)
-		}
 	}
 	if path == "" {
 		path = config.DefaultPath

@@ -3,6 +3,7 @@ package run
 import (
 	"log/syslog"
 	"os"
+	"strconv"
 	"strings"
 	"syscall"
 
@@ -68,7 +69,7 @@ func (a *app) audit(r *status.Record, outcome string, err error) {
 		f["profile"] = r.Profile
 	}
 	if err != nil {
-		f["error"] = err.Error()
+		f["error"] = clip(err.Error(), 512)
 	}
 	a.log.WithFields(f).Info("job " + outcome)
 	a.auditor().WithFields(f).Info("cmesh-run " + outcome)
@@ -78,7 +79,7 @@ func (a *app) audit(r *status.Record, outcome string, err error) {
 // err unchanged.
 func (a *app) refuse(c *cli.Context, err error) error {
 	asker, user := a.who()
-	f := logrus.Fields{"requested_by": asker, "user": user, "outcome": "refused", "error": err.Error(), "args": redact(os.Args[1:])}
+	f := logrus.Fields{"requested_by": asker, "user": user, "outcome": "refused", "error": clip(err.Error(), 512), "args": redact(os.Args[1:])}
 	if c != nil && c.Command != nil {
 		f["command_name"] = c.Command.Name
 	}
@@ -103,7 +104,15 @@ func redact(args []string) []string {
 			k, _, _ := strings.Cut(strings.TrimPrefix(s, "--env="), "=")
 			s = "--env=" + k + "=(hidden)"
 		}
-		out[i] = s
+		out[i] = clip(s, 256)
 	}
 	return out
+}
+
+// clip bounds what a caller can make one audit line hold.
+func clip(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n] + "...(" + strconv.Itoa(len(s)) + " bytes)"
 }

@@ -96,10 +96,12 @@ func Plan(o Options) []Step {
 
 	if _, err := user.Lookup(o.RunAs); err != nil {
 		steps = append(steps, Step{
-			What:     "create the user jobs run as",
-			Commands: []string{fmt.Sprintf("useradd --system --home-dir %s --shell /usr/sbin/nologin %s", q(o.StateDir), q(o.RunAs))},
+			What: "create the user jobs run as",
+			// A home of its own, not the state dir: what jobs leave in
+			// $HOME must not land among the records.
+			Commands: []string{fmt.Sprintf("useradd --system --create-home --home-dir %s --shell /usr/sbin/nologin %s", q("/home/"+o.RunAs), q(o.RunAs))},
 			apply: func() error {
-				return run("useradd", "--system", "--home-dir", o.StateDir, "--shell", "/usr/sbin/nologin", o.RunAs)
+				return run("useradd", "--system", "--create-home", "--home-dir", "/home/"+o.RunAs, "--shell", "/usr/sbin/nologin", o.RunAs)
 			},
 		})
 	}
