@@ -1,6 +1,7 @@
 package run
 
 import (
+	"fmt"
 	"strings"
 	"time"
 	"unicode/utf8"
@@ -106,7 +107,10 @@ func (a *app) logAction(c *cli.Context) error {
 			return err
 		}
 	}
-	for c.Bool("follow") && !j.State.Finished() {
+	if !c.Bool("follow") {
+		return nil
+	}
+	for !j.State.Finished() {
 		time.Sleep(followPoll)
 		if j, err = a.job(rec.ID); err != nil {
 			return err
@@ -117,6 +121,8 @@ func (a *app) logAction(c *cli.Context) error {
 			return err
 		}
 	}
+	// The result goes to stderr, so stdout stays the job's bytes.
+	fmt.Fprintf(a.stderr, "cmesh-run: job %s %s (exit %s) after %s\n", j.ID, j.State, fmtInt(j.ExitCode), duration(j))
 	return nil
 }
 

@@ -244,7 +244,7 @@ names another.
 Unknown keys and bad values are errors that name the file, the line and the key.
 .TP
 .B backend
-the default backend: at.
+the default backend: at, systemd, spool, direct or auto (see BACKENDS).
 .TP
 .B workdir
 the default working directory of jobs.
