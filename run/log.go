@@ -28,7 +28,7 @@ func (a *app) logCommand() *cli.Command {
 			"   cmesh-run log --json --offset 0 --limit 65536 ID",
 		Flags: []cli.Flag{
 			&cli.IntFlag{Name: "tail", Usage: "only the last `N` lines"},
-			&cli.BoolFlag{Name: "follow", Aliases: []string{"f"}, Usage: "keep printing until the job has finished"},
+			&cli.BoolFlag{Name: "follow", Aliases: []string{"f"}, Usage: "keep printing until the job has finished; then its result (state, exit code, duration) goes to stderr"},
 			&cli.Int64Flag{Name: "offset", Usage: "start at byte `BYTES` of the output file"},
 			&cli.Int64Flag{Name: "limit", Usage: "print at most `BYTES` bytes", DefaultText: "all; 1 MiB with --json"},
 			&cli.BoolFlag{Name: "json", Usage: `print {"id","state","offset","next_offset","data","done"}`},
