@@ -178,3 +178,15 @@ func TestSaveIsAtomicAndPrivate(t *testing.T) {
 		t.Errorf("IDs = %v", ids)
 	}
 }
+
+func TestOpenRefusesPlantedFolderLink(t *testing.T) {
+	s := newStore(t)
+	elsewhere := t.TempDir()
+	os.RemoveAll(s.Dir + "/jobs")
+	if err := os.Symlink(elsewhere, s.Dir+"/jobs"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Open(s.Dir, true); err == nil {
+		t.Error("Open accepted a jobs folder that is a symlink")
+	}
+}
