@@ -30,6 +30,8 @@ bench: build
 install: build
 	install -D -m 0755 cmesh-run $(DESTDIR)$(PREFIX)/bin/cmesh-run
 	install -D -m 0644 man/cmesh-run.1 $(DESTDIR)$(PREFIX)/share/man/man1/cmesh-run.1
+	install -D -m 0644 completions/cmesh-run.bash $(DESTDIR)$(PREFIX)/share/bash-completion/completions/cmesh-run
+	install -D -m 0644 completions/_cmesh-run $(DESTDIR)$(PREFIX)/share/zsh/site-functions/_cmesh-run
 
 clean:
 	rm -f cmesh-run

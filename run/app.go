@@ -22,6 +22,7 @@ import (
 	"github.com/cmesh/cmesh-run/policy"
 	"github.com/cmesh/cmesh-run/spool"
 	"github.com/cmesh/cmesh-run/status"
+	"github.com/cmesh/cmesh-run/systemd"
 )
 
 // Version is set at build time with -ldflags "-X ...run.Version=...".
@@ -53,6 +54,7 @@ func New(stdout, stderr io.Writer) *cli.App {
 		ErrWriter:                 stderr,
 		HideHelpCommand:           true,
 		HideVersion:               true,
+		EnableBashCompletion:      true,
 		DisableSliceFlagSeparator: true,
 		ExitErrHandler:            func(*cli.Context, error) {},
 		OnUsageError:              usageError,
@@ -242,6 +244,8 @@ func (a *app) backendFor(name string, who caller) (backend.Backend, error) {
 	switch name {
 	case "", "at":
 		return atsched.New(who.name, who.uid), nil
+	case "systemd":
+		return systemd.New(who.name, who.uid), nil
 	case "direct":
 		return direct.Direct{}, nil
 	case "spool":

@@ -8,6 +8,7 @@ import (
 	"github.com/cmesh/cmesh-run/config"
 	"github.com/cmesh/cmesh-run/setup"
 	"github.com/cmesh/cmesh-run/status"
+	"github.com/cmesh/cmesh-run/systemd"
 )
 
 func (a *app) setupCommand() *cli.Command {
@@ -25,6 +26,7 @@ func (a *app) setupCommand() *cli.Command {
 			&cli.StringFlag{Name: "run-as", Value: "cmesh", Usage: "the `USER` jobs run as"},
 			&cli.StringFlag{Name: "binary", Value: "/usr/local/bin/cmesh-run", Usage: "where the sudo rule finds cmesh-run (`PATH`)"},
 			&cli.StringFlag{Name: "supervisor", Usage: "also write the spool worker's supervisor program to `FILE` (e.g. /etc/supervisor/conf.d/cmesh-run-worker.conf)"},
+			&cli.BoolFlag{Name: "systemd-template", Usage: "also install systemd's template unit " + systemd.TemplatePath + ": --backend systemd then starts each job as cmesh-run@ID.service instead of a transient unit"},
 			&cli.BoolFlag{Name: "write", Usage: "carry the steps out"},
 		},
 		Action: a.setupAction,
@@ -51,6 +53,9 @@ func (a *app) setupAction(c *cli.Context) error {
 		StateDir: dir, Config: config.DefaultPath, Sudoers: "/etc/sudoers.d/cmesh-run",
 		AtAllow: "/etc/at.allow", AtDeny: "/etc/at.deny", Self: self,
 		Supervisor: c.String("supervisor"),
+	}
+	if c.Bool("systemd-template") {
+		o.SystemdTemplate = systemd.TemplatePath
 	}
 	for _, u := range []string{o.WebUser, o.RunAs} {
 		if !validUser(u) {

@@ -15,6 +15,8 @@ import (
 	"strconv"
 	"strings"
 	"syscall"
+
+	"github.com/cmesh/cmesh-run/systemd"
 )
 
 // Options say who is who and where things go.
@@ -31,6 +33,9 @@ type Options struct {
 	// Supervisor, when set, is where the worker's supervisor program
 	// config goes (e.g. /etc/supervisor/conf.d/cmesh-run-worker.conf).
 	Supervisor string
+	// SystemdTemplate, when set, is where systemd's template unit for the
+	// systemd backend goes (systemd.TemplatePath).
+	SystemdTemplate string
 }
 
 // SupervisorProgram is the supervisor config that keeps one spool worker
@@ -140,6 +145,27 @@ func Plan(o Options) []Step {
 				What:     "keep a spool worker running under supervisor (then: supervisorctl reread && supervisorctl update)",
 				Commands: []string{fmt.Sprintf("install -D -m 0644 /dev/stdin %s <<'EOF'\n%sEOF", q(o.Supervisor), want)},
 				apply:    func() error { return writeFile(o.Supervisor, []byte(want), 0o644, 0, 0) },
+			})
+		}
+	}
+	if o.SystemdTemplate != "" {
+		want := systemd.TemplateUnit()
+		if b, err := os.ReadFile(o.SystemdTemplate); err != nil || string(b) != want {
+			steps = append(steps, Step{
+				What: "systemd's template unit: --backend systemd then starts each job as cmesh-run@ID.service instead of a transient unit",
+				Commands: []string{
+					fmt.Sprintf("install -D -m 0644 -o root -g root /dev/stdin %s <<'EOF'\n%sEOF", q(o.SystemdTemplate), want),
+					"systemctl daemon-reload",
+				},
+				apply: func() error {
+					if err := writeFile(o.SystemdTemplate, []byte(want), 0o644, 0, 0); err != nil {
+						return err
+					}
+					if st, err := os.Stat(systemd.BootedDir); err == nil && st.IsDir() {
+						return run("systemctl", "daemon-reload")
+					}
+					return nil
+				},
 			})
 		}
 	}

@@ -188,11 +188,31 @@ type container struct {
 	init   int           // host PID of the container's systemd (its PID 1), 0 until known
 
 	upMounted, rootMounted bool
+
+	// memcg is the host's cgroup v1 memory cgroup made for the container (see
+	// bootOptions.memory), removed with it; "" when none.
+	memcg string
+}
+
+// bootOptions are what a test may ask of its container beyond the defaults.
+type bootOptions struct {
+	// memory makes MemoryMax= work inside the container on a host whose memory controller
+	// sits on a cgroup v1 hierarchy: nspawn mounts that hierarchy read-only in the container,
+	// and its systemd then ignores MemoryMax=. The container gets a memory cgroup of its own
+	// (a child of the test's), its mount of the hierarchy is made writable after the boot
+	// and systemd re-executed to notice. On a cgroup v2 host nothing is needed or done.
+	memory bool
 }
 
 // bootContainer boots systemd in a fresh container and returns once it is running (or
 // degraded). Everything is undone by t.Cleanup, also when the test fails halfway.
 func bootContainer(t *testing.T, prepare func(c *container)) *container {
+	t.Helper()
+	return bootContainerWith(t, bootOptions{}, prepare)
+}
+
+// bootContainerWith is bootContainer with options.
+func bootContainerWith(t *testing.T, bo bootOptions, prepare func(c *container)) *container {
 	t.Helper()
 	cleanStale(t)
 
@@ -240,6 +260,11 @@ func bootContainer(t *testing.T, prepare func(c *container)) *container {
 	script := fmt.Sprintf("mount --make-rprivate / && mount -t tmpfs tmpfs /run/systemd && "+
 		"exec systemd-nspawn -D %s --private-network --register=no --keep-unit --link-journal=no -M %s -b --console=pipe",
 		shellQuote(c.root), c.name)
+	if bo.memory {
+		if c.memcg = makeMemoryCgroup(t, c.name); c.memcg != "" {
+			script = "echo $$ > " + shellQuote(filepath.Join(c.memcg, "cgroup.procs")) + " && " + script
+		}
+	}
 	c.cmd = exec.Command("unshare", "--mount", "sh", "-c", script)
 	c.cmd.Env = []string{"PATH=" + hostPath, "LANG=C.UTF-8"}
 	c.cmd.Stdout, c.cmd.Stderr = c.console, c.console
@@ -288,7 +313,97 @@ func bootContainer(t *testing.T, prepare func(c *container)) *container {
 		out, _, _ := c.run(10*time.Second, "systemctl", "--failed", "--no-legend", "--plain", "--no-pager")
 		t.Logf("degraded: failed units:\n%s", out)
 	}
+	if c.memcg != "" {
+		c.enableMemory()
+	}
 	return c
+}
+
+// makeMemoryCgroup creates, on a host whose memory controller is on a cgroup v1 hierarchy,
+// a child of the test's own memory cgroup for the container, and returns its path; "" when
+// the host has no such hierarchy (cgroup v2: the container's systemd gets its memory
+// controller delegated by nspawn) or it cannot be done (then MemoryMax tests skip).
+func makeMemoryCgroup(t *testing.T, name string) string {
+	mnt, root := v1MemoryMount()
+	if mnt == "" {
+		return ""
+	}
+	own := ""
+	b, _ := os.ReadFile("/proc/self/cgroup")
+	for _, l := range strings.Split(string(b), "\n") {
+		if f := strings.SplitN(l, ":", 3); len(f) == 3 && contains(strings.Split(f[1], ","), "memory") {
+			own = f[2]
+		}
+	}
+	rel, err := filepath.Rel(root, own)
+	if own == "" || err != nil || strings.HasPrefix(rel, "..") {
+		t.Logf("memory cgroup: cannot place the container under %q (hierarchy root %q)", own, root)
+		return ""
+	}
+	dir := filepath.Join(mnt, rel, tempPrefix+name)
+	if err := os.Mkdir(dir, 0o755); err != nil {
+		t.Logf("memory cgroup: %v", err)
+		return ""
+	}
+	return dir
+}
+
+// v1MemoryMount returns the mount point and root of the cgroup v1 hierarchy that holds the
+// memory controller, "" when there is none.
+func v1MemoryMount() (string, string) {
+	b, err := os.ReadFile("/proc/self/mountinfo")
+	if err != nil {
+		return "", ""
+	}
+	for _, l := range strings.Split(string(b), "\n") {
+		pre, post, ok := strings.Cut(l, " - ")
+		f, g := strings.Fields(pre), strings.Fields(post)
+		if ok && len(f) > 4 && len(g) > 2 && g[0] == "cgroup" && contains(strings.Split(g[2], ","), "memory") {
+			return unescapeMount(f[4]), unescapeMount(f[3])
+		}
+	}
+	return "", ""
+}
+
+// enableMemory makes the container's view of the memory hierarchy writable and re-executes
+// its systemd, which only looks at the controllers it may write when it starts.
+func (c *container) enableMemory() {
+	t := c.t
+	if _, errOut, err := c.run(10*time.Second, "mount", "-o", "remount,bind,rw", "/sys/fs/cgroup/memory"); err != nil {
+		t.Logf("memory cgroup: remount rw inside the container: %v %s", err, errOut)
+		return
+	}
+	if _, errOut, err := c.run(30*time.Second, "systemctl", "daemon-reexec"); err != nil {
+		t.Fatalf("systemctl daemon-reexec: %v %s", err, errOut)
+	}
+	last := ""
+	if !waitFor(30*time.Second, func() bool {
+		out, _, _ := c.run(5*time.Second, "systemctl", "is-system-running")
+		last = strings.TrimSpace(out)
+		return last == "running" || last == "degraded"
+	}) {
+		t.Fatalf("systemd is %q 30s after daemon-reexec", last)
+	}
+}
+
+// removeMemoryCgroup removes the container's memory cgroup and what its systemd left below
+// it (cgroup v1 directories outlive their processes), deepest first.
+func removeMemoryCgroup(t *testing.T, dir string) {
+	var dirs []string
+	filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
+		if err == nil && d.IsDir() {
+			dirs = append(dirs, p)
+		}
+		return nil
+	})
+	sort.Slice(dirs, func(i, j int) bool { return len(dirs[i]) > len(dirs[j]) })
+	for _, d := range dirs {
+		var err error
+		waitFor(5*time.Second, func() bool { err = syscall.Rmdir(d); return err == nil || errors.Is(err, fs.ErrNotExist) })
+		if err != nil && !errors.Is(err, fs.ErrNotExist) {
+			t.Errorf("cleanup: rmdir %s: %v", d, err)
+		}
+	}
 }
 
 func (c *container) hasExited() bool {
@@ -405,6 +520,9 @@ func (c *container) destroy() {
 		if err := unmount(c.up); err != nil {
 			t.Errorf("cleanup: %v", err)
 		}
+	}
+	if c.memcg != "" && (c.cmd == nil || c.cmd.Process == nil || c.hasExited()) {
+		removeMemoryCgroup(t, c.memcg)
 	}
 	removeBase(t, c.base)
 }

@@ -466,10 +466,12 @@ type jobRecord struct {
 	ID         string  `json:"id"`
 	State      string  `json:"state"`
 	ExitCode   *int    `json:"exit_code"`
+	Signal     string  `json:"signal"`
 	Backend    string  `json:"backend"`
 	BackendRef *string `json:"backend_ref"`
 	User       string  `json:"user"`
 	PID        *int    `json:"pid"`
+	CreatedAt  *string `json:"created_at"`
 	StartedAt  *string `json:"started_at"`
 	FinishedAt *string `json:"finished_at"`
 }
