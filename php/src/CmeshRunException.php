@@ -19,8 +19,15 @@ final class CmeshRunException extends \RuntimeException
         private readonly int $exitStatus,
         string $message,
         ?\Throwable $previous = null,
+        private readonly string $hint = '',
     ) {
         parent::__construct($message, $exitStatus, $previous);
+    }
+
+    /** What to do about it, when cmesh-run said (spool mode: the result file's "hint"); else "". */
+    public function getHint(): string
+    {
+        return $this->hint;
     }
 
     /** cmesh-run's error code: usage|not_found|backend_unavailable|denied|internal. */
