@@ -23,6 +23,14 @@ type Mode struct {
 	Asker string
 }
 
+// Where says in which mode a refusal happened, for messages.
+func (m Mode) Where() string {
+	if strings.HasPrefix(m.Asker, "spool:") {
+		return "in a spool request"
+	}
+	return "under sudo"
+}
+
 // Detect reads the mode from the process.
 func Detect() Mode {
 	su := os.Getenv("SUDO_USER")

@@ -2,6 +2,8 @@ package run
 
 import (
 	"fmt"
+	"os"
+	"path/filepath"
 	"time"
 
 	"github.com/urfave/cli/v2"
@@ -61,6 +63,9 @@ func (a *app) prune(c *cli.Context) error {
 		removed, err = a.pruneJobs(st, age, keep, c.Bool("dry-run"), -1)
 		if err != nil {
 			return err
+		}
+		if !c.Bool("dry-run") {
+			pruneResults(st, age)
 		}
 	} else if status.KindOf(err) != status.NotFound {
 		return err
@@ -175,6 +180,22 @@ func (a *app) retain(st *status.Store) {
 		if err := st.Remove(j.ID); err == nil {
 			excess--
 			a.log.WithField("id", j.ID).Debug("retain: removed")
+		}
+	}
+}
+
+// pruneResults removes answers to spool requests older than age (a day
+// when no age is given): a caller that has not read its answer by then
+// has given up.
+func pruneResults(st *status.Store, age time.Duration) {
+	if age == 0 {
+		age = 24 * time.Hour
+	}
+	dir := filepath.Join(st.Dir, "spool", "results")
+	entries, _ := os.ReadDir(dir)
+	for _, e := range entries {
+		if info, err := e.Info(); err == nil && info.Mode().IsRegular() && time.Since(info.ModTime()) > age {
+			_ = os.Remove(filepath.Join(dir, e.Name()))
 		}
 	}
 }

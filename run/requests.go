@@ -33,7 +33,7 @@ type Request struct {
 	Env       map[string]string `json:"env,omitempty"`
 	Workdir   string            `json:"workdir,omitempty"`
 	Timeout   string            `json:"timeout,omitempty"`
-	Retries   int               `json:"retries,omitempty"`
+	Retries   *int              `json:"retries,omitempty"`
 }
 
 // maxRequest bounds a request file.
@@ -62,8 +62,8 @@ func (q requestInput) String(name string) string {
 }
 func (q requestInput) Bool(name string) bool { return name == "unique" && q.r.Unique }
 func (q requestInput) Int(name string) int {
-	if name == "retries" {
-		return q.r.Retries
+	if name == "retries" && q.r.Retries != nil {
+		return *q.r.Retries
 	}
 	return 0
 }
@@ -96,7 +96,7 @@ func newRequestInput(r Request) requestInput {
 	set := map[string]bool{
 		"profile": r.Profile != "", "arg": len(r.Args) > 0, "name": r.Name != "",
 		"workdir": r.Workdir != "", "env": len(r.Env) > 0, "timeout": r.Timeout != "",
-		"retries": r.Retries != 0, "unique": r.Unique,
+		"retries": r.Retries != nil, "unique": r.Unique,
 	}
 	return requestInput{r, set}
 }

@@ -89,7 +89,7 @@ func (a *app) request(c input, mode policy.Mode) (submission, error) {
 	sudo := mode.Sudo
 	free := policy.FreeCommandsAllowed(a.cfg, mode)
 	if sudo && c.Bool("inherit-env") {
-		return sub, policy.Deny("--inherit-env is refused under sudo").WithHint("pass what the job needs with --env, where the profile allows it")
+		return sub, policy.Deny("--inherit-env is refused %s", mode.Where()).WithHint("pass what the job needs with --env, where the profile allows it")
 	}
 	var prof *config.Profile
 	if name := c.String("profile"); c.IsSet("profile") {
@@ -144,7 +144,7 @@ func (a *app) request(c input, mode policy.Mode) (submission, error) {
 	}
 	wd := c.String("workdir")
 	if c.IsSet("workdir") && sudo && !free {
-		return sub, policy.Deny("--workdir is refused under sudo").WithHint("set the profile's workdir in %s", config.DefaultPath)
+		return sub, policy.Deny("--workdir is refused %s", mode.Where()).WithHint("set the profile's workdir in %s", a.configPath())
 	}
 	if wd == "" && prof != nil {
 		wd = prof.Workdir
@@ -163,8 +163,8 @@ func (a *app) request(c input, mode policy.Mode) (submission, error) {
 		for _, kv := range sub.env {
 			k, _, _ := strings.Cut(kv, "=")
 			if prof == nil || !slices.Contains(prof.AllowEnv, k) {
-				return sub, policy.Deny("--env %s is refused under sudo: the profile does not allow it", k).
-					WithHint("list %s in the profile's allow_env in %s", k, config.DefaultPath)
+				return sub, policy.Deny("--env %s is refused %s: the profile does not allow it", k, mode.Where()).
+					WithHint("list %s in the profile's allow_env in %s", k, a.configPath())
 			}
 		}
 	}
@@ -194,6 +194,14 @@ func (a *app) request(c input, mode policy.Mode) (submission, error) {
 	sub.inherit = c.Bool("inherit-env")
 	sub.backend = c.String("backend")
 	return sub, nil
+}
+
+// configPath names the config file in use, for hints.
+func (a *app) configPath() string {
+	if a.cfg != nil && a.cfg.File != "" {
+		return a.cfg.File
+	}
+	return config.DefaultPath
 }
 
 func (a *app) profileNames() []string {

@@ -67,7 +67,7 @@ func (a *app) drain(c *cli.Context) error {
 		return nil
 	}
 	defer lock.Close()
-	sp.Requeue()
+	sp.Tidy(queuedIn(st), true)
 	return a.drainOnce(sp, st)
 }
 
@@ -85,7 +85,7 @@ func (a *app) worker(c *cli.Context) error {
 			WithHint("one worker per state dir is enough; stop the other one first")
 	}
 	defer lock.Close()
-	sp.Requeue()
+	sp.Tidy(queuedIn(st), true)
 	stop := make(chan os.Signal, 1)
 	signal.Notify(stop, syscall.SIGTERM, syscall.SIGINT)
 	wake := watch(sp.Dir+"/queue", sp.Dir+"/incoming")
@@ -135,6 +135,7 @@ func watch(dirs ...string) <-chan struct{} {
 // drainOnce turns incoming requests into queued jobs, then starts every
 // queued job, oldest first.
 func (a *app) drainOnce(sp *spool.Spool, st *status.Store) error {
+	sp.Tidy(queuedIn(st), false)
 	a.takeRequests(sp)
 	ids, err := sp.Queued()
 	if err != nil {
@@ -155,4 +156,12 @@ func (a *app) drainOnce(sp *spool.Spool, st *status.Store) error {
 		}
 	}
 	return nil
+}
+
+// queuedIn tells whether job id's record still says queued.
+func queuedIn(st *status.Store) func(string) bool {
+	return func(id string) bool {
+		r, err := st.Load(id)
+		return err == nil && r.State == status.Queued
+	}
 }

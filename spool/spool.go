@@ -46,10 +46,22 @@ func (s *Spool) path(parts ...string) string {
 	return filepath.Join(append([]string{s.Dir}, parts...)...)
 }
 
-// Check implements backend.Backend: the spool must exist or be creatable.
+// Check implements backend.Backend: the spool must be writable, or
+// creatable once the state dir exists (schedule creates that first).
 func (s *Spool) Check() error {
-	if err := s.ensure(); err != nil {
-		return status.Errorf(status.Unavailable, "spool %s: %v", s.Dir, err).
+	dir := s.Dir
+	for {
+		if _, err := os.Stat(dir); err == nil {
+			break
+		}
+		parent := filepath.Dir(dir)
+		if parent == dir {
+			break
+		}
+		dir = parent
+	}
+	if err := syscall.Access(dir, 2|1); err != nil { // W_OK|X_OK
+		return status.Errorf(status.Unavailable, "spool %s: %s is not writable: %v", s.Dir, dir, err).
 			WithHint("make the state dir writable for this user")
 	}
 	return nil
@@ -179,12 +191,24 @@ func (s *Spool) WorkerAlive() bool {
 	return false
 }
 
-// Requeue puts back jobs claimed by a worker that died before starting
-// them; their wrappers would have refused a second start anyway.
-func (s *Spool) Requeue() {
+// Tidy looks at claimed jobs: one whose record is no longer queued has
+// started and its claim goes; one still queued is put back in the queue
+// when requeue is set (a worker starting after a crash between claim and
+// start). A second start is harmless: the wrapper runs a job only while
+// its record says queued.
+func (s *Spool) Tidy(queued func(id string) bool, requeue bool) {
 	entries, _ := os.ReadDir(s.path("claimed"))
 	for _, e := range entries {
-		_ = os.Rename(s.path("claimed", e.Name()), s.path("queue", e.Name()))
+		id, ok := strings.CutSuffix(e.Name(), ".sh")
+		if !ok || status.CheckID(id) != nil {
+			continue
+		}
+		switch {
+		case !queued(id):
+			_ = os.Remove(s.path("claimed", e.Name()))
+		case requeue:
+			_ = os.Rename(s.path("claimed", e.Name()), s.path("queue", e.Name()))
+		}
 	}
 }
 
@@ -198,6 +222,10 @@ func (s *Spool) Start(exe, id string) (bool, error) {
 		}
 		return false, err
 	}
+	// The claim's time is when it was taken: Probe gives a claimed job
+	// claimGrace to record its start.
+	now := time.Now()
+	_ = os.Chtimes(claimed, now, now)
 	f, err := os.OpenFile(claimed, os.O_RDONLY|syscall.O_NOFOLLOW, 0)
 	if err != nil {
 		return false, err
@@ -211,7 +239,9 @@ func (s *Spool) Start(exe, id string) (bool, error) {
 		_ = os.Rename(claimed, s.path("queue", id+".sh"))
 		return false, err
 	}
-	return true, os.Remove(claimed)
+	// The claim stays until the record says the job started (Tidy): until
+	// then it is what tells readers the job is still on its way.
+	return true, nil
 }
 
 func readAll(f *os.File) ([]byte, error) {

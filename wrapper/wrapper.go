@@ -19,6 +19,7 @@ import (
 	"os"
 	"os/exec"
 	"os/signal"
+	"path/filepath"
 	"strconv"
 	"syscall"
 	"time"
@@ -67,6 +68,12 @@ type wrap struct {
 	sigs chan os.Signal
 	chld chan os.Signal
 	out  *os.File
+}
+
+// unclaim removes a spool job's claim once the record says the job is
+// the wrapper's: until then readers take the claim as "on its way".
+func (w *wrap) unclaim() {
+	_ = os.Remove(filepath.Join(w.st.Dir, "spool", "claimed", w.id+".sh"))
 }
 
 func fail(err error) int {
@@ -121,6 +128,7 @@ func (w *wrap) run() int {
 			status.Unlock(lock)
 			return fail(err)
 		}
+		w.unclaim()
 		status.Unlock(lock)
 		slot, canceled := w.waitForSlot(w.spec.Slots)
 		if slot != nil {
@@ -208,6 +216,7 @@ func (w *wrap) attempt(lock *os.File, rec *status.Record) outcome {
 	}
 	rec.StartOffset = offset
 	saveErr := w.st.Save(rec)
+	w.unclaim()
 	status.Unlock(lock)
 	release.Close() // the job may exec now
 	if saveErr != nil {

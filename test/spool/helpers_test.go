@@ -395,27 +395,13 @@ func (w *world) schedule(acct *account, args ...string) job {
 	return j
 }
 
-// waitFinished polls status until the job has finished. "lost" counts only once it has lasted
-// lostGrace: cmesh-run reports a spool job lost for a moment between its claim by a drain or
-// worker and its wrapper's start when it was queued over a second before (a bug, reported;
-// TestSpoolJobNeverLostWhileStarting shows it). Each such moment is logged.
+// waitFinished polls status until the job has finished. A spool job must
+// never read "lost" on its way to running: that state is final.
 func (w *world) waitFinished(acct *account, id string, timeout time.Duration) job {
 	w.t.Helper()
-	const lostGrace = 3 * time.Second
 	var j job
-	var lostSince time.Time
 	poll(w.t, timeout, "job "+id+" to finish", func() (bool, string) {
 		j = w.status(acct, id)
-		if j.State == "lost" {
-			if lostSince.IsZero() {
-				lostSince = time.Now()
-			}
-			return time.Since(lostSince) > lostGrace, "lost for " + time.Since(lostSince).String()
-		}
-		if !lostSince.IsZero() {
-			w.t.Logf("CMESH-RUN BUG (known, reported): job %s was reported lost, then %s", id, j.State)
-			lostSince = time.Time{}
-		}
 		return finished(j.State), j.String()
 	})
 	return j

@@ -244,16 +244,10 @@ func TestDrain(t *testing.T) {
 }
 
 // A spool job queued over a second ago must never be reported lost while a drain starts it:
-// lost is final (wait exits 125, a page stops polling). cmesh-run does report it, for a moment
-// between the drain's claim (the claimed script is removed once the wrapper is detached) and
-// the wrapper's recording its start: the spool's probe then finds neither file, and the
-// one-second grace for fresh jobs is over. Known bug, reported; run with
-// CMESH_RUN_KNOWN_BUGS=1.
+// lost is final (wait exits 125, a page stops polling). The claim stays in spool/claimed
+// until the record says the job started, so readers always find it on its way.
 func TestSpoolJobNeverLostWhileStarting(t *testing.T) {
 	bin := requireIntegration(t, 0)
-	if os.Getenv("CMESH_RUN_KNOWN_BUGS") != "1" {
-		t.Skip("known cmesh-run bug (a spool job is reported lost while it starts); set CMESH_RUN_KNOWN_BUGS=1 to run")
-	}
 	w := newWorld(t, bin)
 	t.Cleanup(w.killLeftovers)
 	w.mkdir(w.stateDir, 0o750, 0, 0)
