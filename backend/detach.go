@@ -38,6 +38,26 @@ func CloseInherited() {
 	}
 }
 
+// CloseInheritedNow closes every descriptor above 2 that this process
+// inherited. Go opens all of its own with O_CLOEXEC, so a descriptor
+// without that flag came from whoever started us (atd, a worker, a web
+// server): the wrapper drops them before the job can see them.
+func CloseInheritedNow() {
+	entries, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		return
+	}
+	for _, e := range entries {
+		fd, err := strconv.Atoi(e.Name())
+		if err != nil || fd <= 2 {
+			continue
+		}
+		if flags, err := unix.FcntlInt(uintptr(fd), unix.F_GETFD, 0); err == nil && flags&unix.FD_CLOEXEC == 0 {
+			unix.Close(fd)
+		}
+	}
+}
+
 // Detach runs script under sh outside the caller's session and process
 // tree, and returns sh's PID, which becomes the wrapper's.
 func Detach(exe string, script []byte) (int, error) {
@@ -70,6 +90,7 @@ func Detach(exe string, script []byte) (int, error) {
 // RunDetach is `cmesh-run _detach`: it starts sh on the script read from
 // stdin, feeds it, prints sh's PID and returns without waiting.
 func RunDetach(stdin io.Reader, stdout io.Writer) error {
+	CloseInheritedNow()
 	script, err := io.ReadAll(bufio.NewReader(stdin))
 	if err != nil {
 		return err

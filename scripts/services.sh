@@ -42,7 +42,14 @@ ensure_atd() {
 	need_pkgs /usr/bin/at at /usr/sbin/atd at || return 1
 	atd_running && return 0
 	[ "$(id -u)" = 0 ] || return 1
-	/usr/sbin/atd || return 1
+	# atd hands every descriptor it holds to every job: start it with
+	# none but 0-2, whatever this shell inherited.
+	(
+		for fd in $(ls /proc/$BASHPID/fd); do
+			[ "$fd" -gt 2 ] && eval "exec $fd>&-" 2>/dev/null
+		done
+		exec /usr/sbin/atd
+	) || return 1
 	local i
 	for i in $(seq 1 100); do
 		if atd_running; then

@@ -26,6 +26,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/cmesh/cmesh-run/backend"
 	"github.com/cmesh/cmesh-run/status"
 )
 
@@ -36,6 +37,10 @@ const DefaultGrace = 10 * time.Second
 // argv and the spec read from stdin. It returns the wrapper's exit status,
 // which only the backend sees.
 func Run(stateDir, id string, argv []string, stdin io.Reader) int {
+	// Whatever started the wrapper (atd, a worker, systemd) may have left
+	// descriptors open that it inherited from its own starter; none of
+	// them may reach the job.
+	backend.CloseInheritedNow()
 	spec, err := status.DecodeSpec(stdin)
 	if err != nil {
 		return fail(err)

@@ -4,6 +4,7 @@ package integration
 
 import (
 	"encoding/json"
+	"os"
 	"os/exec"
 	"strings"
 	"syscall"
@@ -77,5 +78,32 @@ func TestAutoPicksAt(t *testing.T) {
 	json.Unmarshal(e.must("doctor", "--json", "--fpm-conf", "/nonexistent"), &rep)
 	if c := find(t, rep, "backend auto"); !strings.Contains(c.Message, "picks at") {
 		t.Errorf("doctor: %+v", c)
+	}
+}
+
+// A caller's descriptors (a web server's socket, say) never reach the job,
+// whichever backend starts it.
+func TestNoInheritedDescriptors(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	for _, be := range []string{"at", "direct"} {
+		r, w, err := os.Pipe()
+		if err != nil {
+			t.Fatal(err)
+		}
+		cmd := exec.Command(bin, "--state-dir", e.state, "schedule", "--backend", be, "--", "sh", "-c", "ls /proc/$$/fd")
+		cmd.Env = []string{"PATH=/usr/bin:/bin", "CMESH_RUN_CONFIG=" + emptyConfig}
+		cmd.ExtraFiles = []*os.File{r, w} // fds 3 and 4, without close-on-exec
+		out, err := cmd.Output()
+		r.Close()
+		w.Close()
+		if err != nil {
+			t.Fatalf("%s: %v", be, err)
+		}
+		id := strings.TrimSpace(string(out))
+		e.waitDone(id, 30*time.Second)
+		if got := strings.Fields(string(e.log(id))); strings.Join(got, " ") != "0 1 2" {
+			t.Errorf("%s: the job's descriptors are %v, want 0 1 2", be, got)
+		}
 	}
 }

@@ -14,6 +14,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -24,6 +25,15 @@ var (
 )
 
 func TestMain(m *testing.M) {
+	// What this process inherited (a CI runner's descriptors) must not
+	// reach the atd that TestZAtdDown restarts, nor anything else started.
+	if entries, err := os.ReadDir("/proc/self/fd"); err == nil {
+		for _, e := range entries {
+			if fd, err := strconv.Atoi(e.Name()); err == nil && fd > 2 {
+				syscall.CloseOnExec(fd)
+			}
+		}
+	}
 	bin = os.Getenv("CMESH_RUN_BIN")
 	if bin == "" {
 		dir, err := os.MkdirTemp("", "cmesh-run-bin")
