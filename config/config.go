@@ -150,7 +150,7 @@ func (p Profile) check(name string, data []byte) error {
 	return nil
 }
 
-var decodeErr = regexp.MustCompile(`^toml: line (\d+)(?: \(last key "([^"]*)"\))?: (.*)$`)
+var decodeErr = regexp.MustCompile(`(?s)^toml: line (\d+)(.*)$`)
 
 var envName = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
 
@@ -189,10 +189,7 @@ func Parse(data []byte, c *Config) error {
 		// Type mismatches come as plain errors: "toml: line 2 (last key
 		// "x"): type mismatch ...".
 		if m := decodeErr.FindStringSubmatch(err.Error()); m != nil {
-			if m[2] != "" {
-				return fmt.Errorf("line %s: key %q: %s", m[1], m[2], m[3])
-			}
-			return fmt.Errorf("line %s: %s", m[1], m[3])
+			return fmt.Errorf("line %s: %s", m[1], strings.TrimPrefix(strings.TrimSpace(m[2]), ": "))
 		}
 		return err
 	}

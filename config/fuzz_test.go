@@ -16,6 +16,8 @@ func FuzzParse(f *testing.F) {
 		"max_running = -1\n",
 		"[profiles.p]\ncommand = []\n",
 		"[profiles.p]\ncommand = [\"a\"]\nargs = { x = \"(\" }\n",
+		"[env]\n\" \"=0",
+		"[profiles]\n0=[]",
 	} {
 		f.Add(s)
 	}

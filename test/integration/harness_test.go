@@ -102,7 +102,42 @@ type env struct {
 
 func newEnv(t *testing.T) *env {
 	needAtd(t)
-	return &env{t: t, state: filepath.Join(t.TempDir(), "state")}
+	e := &env{t: t, state: filepath.Join(t.TempDir(), "state")}
+	// Runs before the temp dir's removal: no wrapper may still be writing.
+	t.Cleanup(e.settle)
+	return e
+}
+
+// settle cancels what is left of the env's jobs and waits until none is
+// unfinished, so that no wrapper writes into a state dir being removed.
+func (e *env) settle() {
+	cmd := exec.Command(bin, "--state-dir", e.state, "list", "--json", "--limit", "0")
+	cmd.Env = []string{"PATH=/usr/bin:/bin", "CMESH_RUN_CONFIG=" + emptyConfig}
+	out, err := cmd.Output()
+	if err != nil {
+		return
+	}
+	var jobs []job
+	json.Unmarshal(out, &jobs)
+	for _, j := range jobs {
+		if finished[j.State] {
+			continue
+		}
+		c := exec.Command(bin, "--state-dir", e.state, "cancel", "--grace", "1s", j.ID)
+		c.Env = cmd.Env
+		c.Run()
+		deadline := time.Now().Add(20 * time.Second)
+		for time.Now().Before(deadline) {
+			c := exec.Command(bin, "--state-dir", e.state, "status", "--json", j.ID)
+			c.Env = cmd.Env
+			out, _ := c.Output()
+			var now job
+			if json.Unmarshal(out, &now) != nil || finished[now.State] {
+				break
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
 }
 
 type result struct {
