@@ -9,8 +9,9 @@ export PATH=$PATH:/usr/local/go/bin
 
 failed=()
 skipped=()
+passed=0
 step() { echo; echo "=== $*"; }
-run() { local name=$1; shift; step "$name"; if "$@"; then echo "--- ok: $name"; else echo "--- FAIL: $name"; failed+=("$name"); fi; }
+run() { local name=$1; shift; step "$name"; if "$@"; then echo "--- ok: $name"; passed=$((passed + 1)); else echo "--- FAIL: $name"; failed+=("$name"); fi; }
 skip() { echo; echo "!!!!!!!! SKIP: $1: $2 !!!!!!!!"; skipped+=("$1"); }
 
 gofmt_clean() { local out; out=$(gofmt -l $(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); [ -z "$out" ] || { echo "gofmt would change: $out"; return 1; }; }
@@ -84,6 +85,7 @@ if [ ${#skipped[@]} -gt 0 ]; then
 		failed+=("skipped suites with CMESH_RUN_REQUIRE_INTEGRATION=1")
 	fi
 fi
+echo "suites: $passed passed, ${#failed[@]} failed, ${#skipped[@]} skipped"
 if [ ${#failed[@]} -gt 0 ]; then
 	echo "FAILED: ${failed[*]}"
 	exit 1
