@@ -75,6 +75,20 @@ type wrap struct {
 	out  *os.File
 }
 
+// relock takes the job's lock and reads its record under it.
+func (w *wrap) relock() (*os.File, *status.Record, error) {
+	lock, err := w.st.Lock(w.id)
+	if err != nil {
+		return nil, nil, err
+	}
+	rec, err := w.st.Load(w.id)
+	if err != nil {
+		status.Unlock(lock)
+		return nil, nil, err
+	}
+	return lock, rec, nil
+}
+
 // unclaim removes a spool job's claim once the record says the job is
 // the wrapper's: until then readers take the claim as "on its way".
 func (w *wrap) unclaim() {
@@ -104,13 +118,8 @@ type outcome struct {
 }
 
 func (w *wrap) run() int {
-	lock, err := w.st.Lock(w.id)
+	lock, rec, err := w.relock()
 	if err != nil {
-		return fail(err)
-	}
-	rec, err := w.st.Load(w.id)
-	if err != nil {
-		status.Unlock(lock)
 		return fail(err)
 	}
 	if rec.State != status.Queued || rec.Nonce != w.spec.Nonce {
@@ -139,11 +148,7 @@ func (w *wrap) run() int {
 		if slot != nil {
 			defer slot.Close()
 		}
-		if lock, err = w.st.Lock(w.id); err != nil {
-			return fail(err)
-		}
-		if rec, err = w.st.Load(w.id); err != nil {
-			status.Unlock(lock)
+		if lock, rec, err = w.relock(); err != nil {
 			return fail(err)
 		}
 		if canceled || rec.Cancel != nil {
@@ -154,11 +159,7 @@ func (w *wrap) run() int {
 
 	for {
 		oc := w.attempt(lock, rec)
-		if lock, err = w.st.Lock(w.id); err != nil {
-			return fail(err)
-		}
-		if rec, err = w.st.Load(w.id); err != nil {
-			status.Unlock(lock)
+		if lock, rec, err = w.relock(); err != nil {
 			return fail(err)
 		}
 		retry := oc.reason == "" && oc.started && *oc.exit != 0 && rec.Attempt <= w.spec.Retries && rec.Cancel == nil
@@ -174,11 +175,7 @@ func (w *wrap) run() int {
 		_ = w.st.Save(rec)
 		status.Unlock(lock)
 		canceled := w.pause(w.spec.RetryDelay)
-		if lock, err = w.st.Lock(w.id); err != nil {
-			return fail(err)
-		}
-		if rec, err = w.st.Load(w.id); err != nil {
-			status.Unlock(lock)
+		if lock, rec, err = w.relock(); err != nil {
 			return fail(err)
 		}
 		if canceled || rec.Cancel != nil {
