@@ -350,6 +350,9 @@ where the per\-user state dir lies when no other is chosen.
 .TP
 .B SUDO_USER
 recorded as requested_by.
+.TP
+.B NO_COLOR
+when set, tables are never coloured (they are only on a terminal anyway).
 .SH FILES
 .TP
 .I /etc/cmesh\-run/config.toml

@@ -16,7 +16,8 @@ func (a *app) statusCommand() *cli.Command {
 		Usage:     "show one job, or every unfinished job and the latest finished ones",
 		ArgsUsage: "[ID]",
 		Description: "With an ID: the job as key: value lines (--json: the job object).\n" +
-			"Without: jobs not yet finished plus the 10 most recently finished, newest first.\n\n" +
+			"Without: jobs not yet finished plus the 10 most recently finished, newest first, as a table\n" +
+			"with times relative to now; states are coloured on a terminal unless NO_COLOR is set.\n\n" +
 			"EXAMPLE:\n   cmesh-run status\n   cmesh-run status --json 20261127-203735.123456-a1b2c3",
 		Flags:  []cli.Flag{&cli.BoolFlag{Name: "json", Usage: "print JSON"}},
 		Action: a.status,

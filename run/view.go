@@ -4,10 +4,13 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"os"
 	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/cmesh/cmesh-run/backend"
 	"github.com/cmesh/cmesh-run/status"
@@ -98,17 +101,71 @@ func duration(j status.Job) string {
 	return end.Sub(*j.StartedAt).Round(time.Millisecond).String()
 }
 
-// printTable writes jobs as an aligned table, one line each.
+// printTable writes jobs as an aligned table, one line each, with times
+// relative to now; states are coloured on a terminal unless NO_COLOR is
+// set.
 func printTable(w io.Writer, jobs []status.Job) error {
+	color := useColor(w)
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "ID\tSTATE\tEXIT\tNAME\tCREATED\tDURATION\tCOMMAND")
+	fmt.Fprintf(tw, "ID\t%s\tEXIT\tNAME\tCREATED\tDURATION\tCOMMAND\n", paint("STATE", "", color))
+	now := time.Now()
 	for _, j := range jobs {
 		cmd := backend.Quote(j.Command...)
 		if len(cmd) > 60 {
 			cmd = cmd[:57] + "..."
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", j.ID, j.State, fmtInt(j.ExitCode),
-			orDash(j.NameOrEmpty()), fmtTime(&j.CreatedAt), duration(j), strings.ReplaceAll(cmd, "\n", `\n`))
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", j.ID, paint(string(j.State), j.State, color), fmtInt(j.ExitCode),
+			orDash(j.NameOrEmpty()), ago(now, j.CreatedAt), duration(j), strings.ReplaceAll(cmd, "\n", `\n`))
 	}
 	return tw.Flush()
+}
+
+// ago renders t relative to now: "12s ago", "5m ago", "3h ago", "2d ago".
+func ago(now, t time.Time) string {
+	d := now.Sub(t)
+	switch {
+	case d < 0:
+		return "just now"
+	case d < time.Minute:
+		return fmt.Sprintf("%ds ago", int(d.Seconds()))
+	case d < time.Hour:
+		return fmt.Sprintf("%dm ago", int(d.Minutes()))
+	case d < 48*time.Hour:
+		return fmt.Sprintf("%dh ago", int(d.Hours()))
+	}
+	return fmt.Sprintf("%dd ago", int(d.Hours()/24))
+}
+
+// useColor: a terminal, and NO_COLOR unset (https://no-color.org).
+func useColor(w io.Writer) bool {
+	if _, set := os.LookupEnv("NO_COLOR"); set {
+		return false
+	}
+	f, ok := w.(*os.File)
+	if !ok {
+		return false
+	}
+	_, err := unix.IoctlGetTermios(int(f.Fd()), unix.TCGETS)
+	return err == nil
+}
+
+// paint colours a state. The escape codes are zero-width for the eye but
+// not for tabwriter, so every cell of the column, header included, gets
+// escape codes of the same length (two-digit codes).
+func paint(s string, st status.State, color bool) string {
+	if !color {
+		return s
+	}
+	code := "39"
+	switch st {
+	case status.Succeeded:
+		code = "32"
+	case status.Failed, status.Lost, status.TimedOut:
+		code = "31"
+	case status.Running, status.Waiting:
+		code = "33"
+	case status.Queued, status.Canceled:
+		code = "02"
+	}
+	return "\x1b[" + code + "m" + s + "\x1b[0m"
 }
