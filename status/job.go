@@ -96,7 +96,5 @@ func (j *Job) NameOrEmpty() string {
 	return *j.Name
 }
 
-func ptr[T any](v T) *T { return &v }
-
 // Ptr returns a pointer to a copy of v, for the nullable fields.
-func Ptr[T any](v T) *T { return ptr(v) }
+func Ptr[T any](v T) *T { return &v }

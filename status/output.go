@@ -76,7 +76,6 @@ func (o *Output) Read(from, to int64, raw bool) (Range, error) {
 		}
 		if s.start > pos {
 			data.Write(buf[pos:s.start])
-			pos = s.start
 		}
 		pos = s.end
 		r.Markers = append(r.Markers, s.m)
