@@ -42,7 +42,8 @@ export CMESH_RUN_BIN=$PWD/cmesh-run
 # Everything the integration suites use, installed at once when missing.
 step "packages"
 need_pkgs /usr/bin/at at php-fpm8.2 php-fpm /usr/bin/php php-cli cgi-fcgi libfcgi-bin \
-	sudo sudo supervisord supervisor systemd-nspawn systemd-container mandoc mandoc ||
+	sudo sudo supervisord supervisor systemd-nspawn systemd-container mandoc mandoc \
+	nginx nginx chromium chromium chromedriver chromium-driver ||
 	echo "!!!!!!!! could not install every package (not root, or no mirror); suites that need them will SKIP !!!!!!!!"
 if ensure_atd; then
 	run "integration: at" go test -tags integration -count=1 -timeout 20m -v ./test/integration/ 
@@ -63,6 +64,12 @@ if ensure_atd; then
 	elif [ -d test/spool ]; then
 		skip "integration: spool and direct" "supervisor or php-fpm missing and not installable"
 	fi
+	# The demo page in a real browser: nginx, php-fpm, headless Chromium.
+	if [ -d test/browser ] && need_pkgs nginx nginx chromium chromium chromedriver chromium-driver php-fpm8.2 php-fpm; then
+		run "integration: demo page in a browser" go test -tags integration -count=1 -timeout 10m -v ./test/browser/
+	elif [ -d test/browser ]; then
+		skip "integration: demo page in a browser" "nginx, chromium or chromium-driver missing and not installable"
+	fi
 	# A real systemd in a container: jobs survive systemctl restart php8.2-fpm.
 	if need_pkgs systemd-nspawn systemd-container php-fpm8.2 php-fpm cgi-fcgi libfcgi-bin; then
 		run "integration: systemd container" go test -tags integration -count=1 -timeout 10m -v ./test/systemd/
@@ -75,6 +82,7 @@ else
 	skip "integration: systemd container" "needs at"
 	skip "integration: sudo" "needs at"
 	skip "integration: spool and direct" "needs at"
+	skip "integration: demo page in a browser" "needs at"
 fi
 stop_atd_if_started
 
