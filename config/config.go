@@ -187,11 +187,12 @@ func Parse(data []byte, c *Config) error {
 			return fmt.Errorf("line %d: %s", pe.Position.Line, msg)
 		}
 		// Type mismatches come as plain errors: "toml: line 2 (last key
-		// "x"): type mismatch ...".
+		// "x"): type mismatch ...", sometimes without the line.
 		if m := decodeErr.FindStringSubmatch(err.Error()); m != nil {
 			return fmt.Errorf("line %s: %s", m[1], strings.TrimPrefix(strings.TrimSpace(m[2]), ": "))
 		}
-		return err
+		msg := strings.TrimPrefix(err.Error(), "toml: ")
+		return fmt.Errorf("line %d: %s", keyLine(data, msg), msg)
 	}
 	if und := md.Undecoded(); len(und) > 0 {
 		key := und[0].String()
@@ -237,6 +238,27 @@ func lineOf(data []byte, key string) int {
 		}
 	}
 	return 0
+}
+
+var lastKey = regexp.MustCompile(`\(last key "(.*)"\)`)
+
+// keyLine guesses the line of the key an error names: the line of its
+// last part, else of its table, else 1.
+func keyLine(data []byte, msg string) int {
+	m := lastKey.FindStringSubmatch(msg)
+	if m == nil {
+		return 1
+	}
+	parts := strings.Split(m[1], ".")
+	if last := strings.Trim(parts[len(parts)-1], `\"`); last != "" {
+		if n := lineContaining(data, last); n > 0 {
+			return n
+		}
+	}
+	if n := lineContaining(data, "["+parts[0]); n > 0 {
+		return n
+	}
+	return 1
 }
 
 func lineContaining(data []byte, s string) int {

@@ -17,6 +17,7 @@ func FuzzParse(f *testing.F) {
 		"[profiles.p]\ncommand = []\n",
 		"[profiles.p]\ncommand = [\"a\"]\nargs = { x = \"(\" }\n",
 		"[env]\n\" \"=0",
+		"[env]\n\"\"=0",
 		"[profiles]\n0=[]",
 	} {
 		f.Add(s)

@@ -7,6 +7,7 @@ import (
 	"io/fs"
 	"os"
 	"os/exec"
+	"runtime"
 	"syscall"
 
 	"github.com/cmesh/cmesh-run/status"
@@ -17,6 +18,9 @@ import (
 // job's program. It returns only when that fails, with the shell's
 // statuses: 127 when the program is not found, 126 when it cannot run.
 func Exec(workdir string, nice int, limits []status.Rlimit, argv []string) int {
+	// Linux keeps the nice value per thread, and execve carries over the
+	// calling thread's: set it and exec from one and the same thread.
+	runtime.LockOSThread()
 	hold := os.NewFile(3, "hold")
 	_, _ = io.Copy(io.Discard, hold)
 	hold.Close()
