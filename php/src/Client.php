@@ -151,17 +151,7 @@ final class Client
                     throw self::usage("unknown schedule option \"$key\"");
             }
         }
-        if (isset($options['profile'])) {
-            if ($argv !== []) {
-                throw self::usage('give either a command or a profile, not both');
-            }
-        } else {
-            if (isset($options['args'])) {
-                throw self::usage('option args needs a profile');
-            }
-            if ($argv === [] || !array_is_list($argv)) {
-                throw self::usage('nothing to run: give the program and its arguments as a list');
-            }
+        if (!self::checkCommandOrProfile($argv, $options)) {
             $args[] = '--';
             foreach ($argv as $i => $word) {
                 $args[] = self::arg($word, "argv[$i]");
@@ -343,17 +333,7 @@ final class Client
                     throw self::usage("unknown schedule option \"$key\"");
             }
         }
-        if (isset($options['profile'])) {
-            if ($argv !== []) {
-                throw self::usage('give either a command or a profile, not both');
-            }
-        } else {
-            if (isset($options['args'])) {
-                throw self::usage('option args needs a profile');
-            }
-            if ($argv === [] || !array_is_list($argv)) {
-                throw self::usage('nothing to run: give the program and its arguments as a list');
-            }
+        if (!self::checkCommandOrProfile($argv, $options)) {
             $req['argv'] = [];
             foreach ($argv as $i => $word) {
                 $req['argv'][] = self::arg($word, "argv[$i]");
@@ -1008,6 +988,27 @@ final class Client
             throw self::usage("$what must be a number of seconds >= 0 or a duration such as \"15m\"");
         }
         return rtrim(rtrim(sprintf('%.3F', $value), '0'), '.') . 's';
+    }
+
+    /**
+     * Checks that the call names either a profile or a command, and says
+     * which: true for a profile.
+     */
+    private static function checkCommandOrProfile(array $argv, array $options): bool
+    {
+        if (isset($options['profile'])) {
+            if ($argv !== []) {
+                throw self::usage('give either a command or a profile, not both');
+            }
+            return true;
+        }
+        if (isset($options['args'])) {
+            throw self::usage('option args needs a profile');
+        }
+        if ($argv === [] || !array_is_list($argv)) {
+            throw self::usage('nothing to run: give the program and its arguments as a list');
+        }
+        return false;
     }
 
     private static function usage(string $message): CmeshRunException
