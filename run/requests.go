@@ -198,30 +198,9 @@ func readRequest(path string) (string, []byte, error) {
 func (a *app) writeResult(sp *spool.Spool, reqID string, v any) {
 	b, err := json.Marshal(v)
 	if err == nil {
-		err = writeFileAtomic(filepath.Join(sp.Dir, "results", reqID+".json"), append(b, '\n'))
+		err = status.WriteFile(filepath.Join(sp.Dir, "results", reqID+".json"), append(b, '\n'), 0o640)
 	}
 	if err != nil {
 		a.log.Warnf("result of request %s: %v", reqID, err)
 	}
-}
-
-func writeFileAtomic(path string, data []byte) error {
-	tmp, err := os.CreateTemp(filepath.Dir(path), ".tmp-*")
-	if err != nil {
-		return err
-	}
-	defer os.Remove(tmp.Name())
-	_ = tmp.Chmod(0o640)
-	if _, err := tmp.Write(data); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Sync(); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Close(); err != nil {
-		return err
-	}
-	return os.Rename(tmp.Name(), path)
 }

@@ -53,12 +53,22 @@ func (a *app) spoolFor(c *cli.Context) (*spool.Spool, *status.Store, error) {
 	return spool.New(st.Dir), st, nil
 }
 
-func (a *app) drain(c *cli.Context) error {
-	sp, st, err := a.spoolFor(c)
-	if err != nil {
-		return err
+// takeSpool opens the spool and takes its lock; ok is false when another
+// worker or drain holds it. With the lock held, claims left by a worker
+// that died are put back in the queue.
+func (a *app) takeSpool(c *cli.Context) (sp *spool.Spool, st *status.Store, lock *os.File, ok bool, err error) {
+	if sp, st, err = a.spoolFor(c); err != nil {
+		return
 	}
-	lock, ok, err := sp.Lock()
+	if lock, ok, err = sp.Lock(); err != nil || !ok {
+		return
+	}
+	sp.Tidy(queuedIn(st), true)
+	return
+}
+
+func (a *app) drain(c *cli.Context) error {
+	sp, st, lock, ok, err := a.takeSpool(c)
 	if err != nil {
 		return err
 	}
@@ -67,16 +77,11 @@ func (a *app) drain(c *cli.Context) error {
 		return nil
 	}
 	defer lock.Close()
-	sp.Tidy(queuedIn(st), true)
 	return a.drainOnce(sp, st)
 }
 
 func (a *app) worker(c *cli.Context) error {
-	sp, st, err := a.spoolFor(c)
-	if err != nil {
-		return err
-	}
-	lock, ok, err := sp.Lock()
+	sp, st, lock, ok, err := a.takeSpool(c)
 	if err != nil {
 		return err
 	}
@@ -85,7 +90,6 @@ func (a *app) worker(c *cli.Context) error {
 			WithHint("one worker per state dir is enough; stop the other one first")
 	}
 	defer lock.Close()
-	sp.Tidy(queuedIn(st), true)
 	stop := make(chan os.Signal, 1)
 	signal.Notify(stop, syscall.SIGTERM, syscall.SIGINT)
 	wake := watch(sp.Dir+"/queue", sp.Dir+"/incoming")

@@ -91,23 +91,7 @@ func (s *Spool) Submit(j backend.Job) (string, error) {
 		return "", err
 	}
 	id := j.Record.ID
-	tmp, err := os.CreateTemp(s.path("queue"), ".tmp-*")
-	if err != nil {
-		return "", err
-	}
-	defer os.Remove(tmp.Name())
-	_ = tmp.Chmod(0o600)
-	_, err = tmp.Write(j.Script())
-	if err == nil {
-		err = tmp.Sync()
-	}
-	if cerr := tmp.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(tmp.Name(), s.path("queue", id+".sh"))
-	}
-	if err != nil {
+	if err := status.WriteFile(s.path("queue", id+".sh"), j.Script(), 0o600); err != nil {
 		return "", err
 	}
 	return id, nil

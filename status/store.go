@@ -196,17 +196,20 @@ func (s *Store) Save(r *Record) error {
 		return err
 	}
 	data = append(data, '\n')
-	return writeAtomic(s.RecordPath(r.ID), data)
+	return WriteFile(s.RecordPath(r.ID), data, fileMode)
 }
 
-func writeAtomic(path string, data []byte) error {
+// WriteFile writes path atomically: a temp file in the same folder (its
+// name starts with a dot), fsync, rename. Readers see the old file or the
+// new one, never half of one.
+func WriteFile(path string, data []byte, mode os.FileMode) error {
 	dir, base := filepath.Split(path)
 	tmp, err := os.CreateTemp(dir, "."+base+".tmp*")
 	if err != nil {
 		return err
 	}
 	name := tmp.Name()
-	err = tmp.Chmod(fileMode)
+	err = tmp.Chmod(mode)
 	if err == nil {
 		_, err = tmp.Write(data)
 	}
