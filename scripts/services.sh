@@ -62,9 +62,15 @@ ensure_atd() {
 	return 1
 }
 
+# stop_atd_if_started stops the atd this script started. A suite may have
+# stopped and restarted it (the atd-down test does), so the pid file names
+# the one to stop; the PID is checked to still be atd before it is killed.
 stop_atd_if_started() {
-	if [ -n "${CMESH_ATD_STARTED_PID:-}" ]; then
-		kill "$CMESH_ATD_STARTED_PID" 2>/dev/null || true
-		unset CMESH_ATD_STARTED_PID
+	[ -n "${CMESH_ATD_STARTED_PID:-}" ] || return 0
+	local pid
+	pid=$(cat /run/atd.pid 2>/dev/null || echo "$CMESH_ATD_STARTED_PID")
+	if [ "$(cat /proc/"$pid"/comm 2>/dev/null)" = atd ]; then
+		kill "$pid" 2>/dev/null || true
 	fi
+	unset CMESH_ATD_STARTED_PID
 }

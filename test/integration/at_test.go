@@ -229,7 +229,7 @@ func TestCleanEnvironmentAndIsolation(t *testing.T) {
 	}
 	id := strings.TrimSpace(string(r.stdout))
 	// While it runs, at's spool holds its script: no caller variable there.
-	waitFor(t, 10*time.Second, "the job to start", func() bool { return e.status(id).State == "running" })
+	waitFor(t, startDeadline, "the job to start", func() bool { return e.status(id).State == "running" })
 	spool, _ := filepath.Glob("/var/spool/cron/atjobs/*")
 	found := false
 	for _, f := range spool {

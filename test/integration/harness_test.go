@@ -229,11 +229,16 @@ func (e *env) waitDone(id string, within time.Duration) job {
 			return j
 		}
 		if time.Now().After(deadline) {
-			e.t.Fatalf("job %s still %s after %v", id, j.State, within)
+			e.t.Fatalf("job %s still %s after %v\n%s", id, j.State, within, atdState())
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
 }
+
+// startDeadline bounds how long a test waits for a job to start. atd
+// starts jobs within milliseconds; a busy CI machine can take seconds, and
+// start latency is not what those tests are about (the bench measures it).
+const startDeadline = 60 * time.Second
 
 // waitFor polls cond until it holds or the deadline passes.
 func waitFor(t *testing.T, within time.Duration, what string, cond func() bool) {
@@ -241,7 +246,7 @@ func waitFor(t *testing.T, within time.Duration, what string, cond func() bool) 
 	deadline := time.Now().Add(within)
 	for !cond() {
 		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s", within, what)
+			t.Fatalf("timed out after %v waiting for %s\n%s", within, what, atdState())
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
@@ -265,4 +270,23 @@ func atQueue(t *testing.T) map[string]bool {
 		}
 	}
 	return q
+}
+
+// atdState describes atd and its spool, for a test that timed out
+// waiting on a job: what atd was doing tells a stalled daemon from a
+// stalled wrapper.
+func atdState() string {
+	var b strings.Builder
+	if pid, ok := atdPID(); ok {
+		st, _ := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+		wchan, _ := os.ReadFile(fmt.Sprintf("/proc/%d/wchan", pid))
+		fmt.Fprintf(&b, "atd pid %d: %s wchan=%s\n", pid, strings.TrimSpace(string(st)), wchan)
+	} else {
+		b.WriteString("atd: not running\n")
+	}
+	q, _ := exec.Command("/usr/bin/atq").CombinedOutput()
+	fmt.Fprintf(&b, "atq:\n%s", q)
+	ls, _ := exec.Command("ls", "-la", "--time-style=full-iso", "/var/spool/cron/atjobs").CombinedOutput()
+	fmt.Fprintf(&b, "spool:\n%s", ls)
+	return b.String()
 }
