@@ -74,7 +74,7 @@ func TestCancelRunningTree(t *testing.T) {
 		`setsid sh -c 'trap "" TERM; while :; do sleep 1; done' & trap "" TERM; sleep 1000`,
 	} {
 		id := e.schedule(nil, "sh", "-c", script)
-		e.waitState(id, "running", 10*time.Second)
+		e.waitState(id, "running", startDeadline)
 		waitFor(t, startDeadline, "the job's tree", func() bool { return len(jobProcs(id)) >= 2 })
 		r := e.run("cancel", "--grace", "1s", "--json", id)
 		if r.code != 0 {
@@ -399,9 +399,9 @@ func TestSlotFreedByKill(t *testing.T) {
 		return strings.TrimSpace(string(r.stdout))
 	}
 	first := sched("sleep", "1000")
-	e.waitState(first, "running", 10*time.Second)
+	e.waitState(first, "running", startDeadline)
 	second := sched("echo", "ran")
-	e.waitState(second, "waiting", 10*time.Second)
+	e.waitState(second, "waiting", startDeadline)
 	wpid := int(e.record(first)["wrapper_pid"].(float64))
 	syscall.Kill(wpid, syscall.SIGKILL)
 	j := e.waitDone(second, 30*time.Second)

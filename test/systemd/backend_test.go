@@ -182,7 +182,7 @@ func TestSystemdBackend(t *testing.T) {
 		if j.Backend != "systemd" || deref(j.BackendRef) != unit || j.User != "root" {
 			t.Errorf("job: backend %q ref %q user %q; want systemd, %s, root", j.Backend, deref(j.BackendRef), j.User, unit)
 		}
-		j = c.waitState(rootState, j.ID, 10*time.Second, "running", func(j jobRecord) bool { return j.State == "running" })
+		j = c.waitState(rootState, j.ID, 30*time.Second, "running", func(j jobRecord) bool { return j.State == "running" })
 
 		// What everyone can see of the unit: no argv, no --env value.
 		show, errOut, err := c.runAs(15*time.Second, webUser, "systemctl", "show", "--no-pager", unit)
@@ -300,7 +300,7 @@ func TestSystemdBackend(t *testing.T) {
 		tok := "tok-" + randHex(4)
 		j := c.schedule("--memory-max", "50M", "--cpu-quota", "50%", "--nice", "5", "--", "sh", "-c", ": "+tok+"; sleep 300 & wait")
 		unit := deref(j.BackendRef)
-		j = c.waitState(rootState, j.ID, 10*time.Second, "running", func(j jobRecord) bool { return j.State == "running" })
+		j = c.waitState(rootState, j.ID, 30*time.Second, "running", func(j jobRecord) bool { return j.State == "running" })
 		p := c.showUnit(unit, "MemoryMax", "CPUQuotaPerSecUSec", "Nice")
 		if p["MemoryMax"] != "52428800" || p["CPUQuotaPerSecUSec"] != "500ms" || p["Nice"] != "5" {
 			t.Errorf("%s: %v, want MemoryMax=52428800 CPUQuotaPerSecUSec=500ms Nice=5", unit, p)
