@@ -47,6 +47,8 @@ need_pkgs /usr/bin/at at php-fpm8.2 php-fpm /usr/bin/php php-cli cgi-fcgi libfcg
 	echo "!!!!!!!! could not install every package (not root, or no mirror); suites that need them will SKIP !!!!!!!!"
 if ensure_atd; then
 	run "integration: at" go test -tags integration -count=1 -timeout 20m -v ./test/integration/ 
+	# Every command the README shows, run against the real atd.
+	run "integration: README" go test -tags integration -count=1 -timeout 15m -v ./test/readme/
 	if need_pkgs php-fpm8.2 php-fpm /usr/bin/php php-cli cgi-fcgi libfcgi-bin && [ -d test/fpm ]; then
 		run "integration: php-fpm" go test -tags integration -count=1 -timeout 20m -v ./test/fpm/
 	else
@@ -78,6 +80,7 @@ if ensure_atd; then
 	fi
 else
 	skip "integration: at" "at/atd missing and not installable (not root?)"
+	skip "integration: README" "needs atd"
 	skip "integration: php-fpm" "needs atd"
 	skip "integration: systemd container" "needs at"
 	skip "integration: sudo" "needs at"
