@@ -6,7 +6,9 @@ package atsched
 import (
 	"bufio"
 	"bytes"
+	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"os/exec"
 	"regexp"
@@ -116,6 +118,25 @@ func (a *At) Permitted() error {
 		return a.Denied(line)
 	}
 	return nil
+}
+
+// PermissionKnown reports whether Permitted could read what decides: root
+// may always use at, and a user who cannot read at.allow or at.deny
+// (Debian keeps them root:daemon 0640) learns the answer only from at.
+func (a *At) PermissionKnown() bool {
+	if a.UID == 0 {
+		return true
+	}
+	file := a.DenyFile
+	if _, err := os.Stat(a.AllowFile); err == nil {
+		file = a.AllowFile
+	}
+	f, err := os.Open(file)
+	if err != nil {
+		return errors.Is(err, fs.ErrNotExist)
+	}
+	f.Close()
+	return true
 }
 
 // Denied is the error for a user whom at refuses; line is at.deny's line

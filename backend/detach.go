@@ -1,26 +1,23 @@
 package backend
 
 import (
-	"bufio"
-	"bytes"
 	"fmt"
-	"io"
 	"os"
 	"os/exec"
 	"strconv"
-	"strings"
 	"syscall"
 
 	"golang.org/x/sys/unix"
 )
 
-// Detaching without a daemon: `cmesh-run _detach` starts in a session of
-// its own, starts sh on the script, prints sh's PID and exits. sh is thus
-// re-parented to init, is not a session leader (so it can never gain a
-// controlling terminal), and holds none of the caller's descriptors:
-// Detach marks every inherited descriptor close-on-exec first, because a
-// PHP-FPM worker hands its children its listening socket and the client's
-// connection without that flag.
+// Detaching without a daemon: sh starts on the script in a session of its
+// own, outside the caller's process group, and holds none of the caller's
+// descriptors: Detach marks every inherited descriptor close-on-exec
+// first, because a PHP-FPM worker hands its children its listening socket
+// and the client's connection without that flag. sh execs the wrapper,
+// which opens no terminal and starts the job in a further session of its
+// own. When the caller exits (schedule does at once), init adopts sh; a
+// caller that lives on (the spool worker) reaps it.
 
 // CloseInherited marks every descriptor above 2 close-on-exec.
 func CloseInherited() {
@@ -59,71 +56,42 @@ func CloseInheritedNow() {
 }
 
 // Detach runs script under sh outside the caller's session and process
-// tree, and returns sh's PID, which becomes the wrapper's.
-func Detach(exe string, script []byte) (int, error) {
+// group, and returns sh's PID, which becomes the wrapper's. It returns
+// once sh has the whole script (it reads all of it, here-document
+// included, before it execs the wrapper), without waiting for the job.
+func Detach(script []byte) (int, error) {
 	CloseInherited()
 	null, err := os.OpenFile(os.DevNull, os.O_RDWR, 0)
 	if err != nil {
 		return 0, err
 	}
 	defer null.Close()
+	r, w, err := os.Pipe()
+	if err != nil {
+		return 0, err
+	}
 	cmd := &exec.Cmd{
-		Path:        exe,
-		Args:        []string{"cmesh-run", "_detach"},
+		Path:        "/bin/sh",
+		Args:        []string{"sh", "-s"},
 		Env:         []string{"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"},
 		Dir:         "/",
-		Stdin:       bytes.NewReader(script),
+		Stdin:       r,
+		Stdout:      null,
 		Stderr:      null,
 		SysProcAttr: &syscall.SysProcAttr{Setsid: true},
 	}
-	out, err := cmd.Output()
+	err = cmd.Start()
+	r.Close()
 	if err != nil {
+		w.Close()
 		return 0, fmt.Errorf("detach: %v", err)
 	}
-	pid, err := strconv.Atoi(strings.TrimSpace(string(out)))
-	if err != nil || pid <= 0 {
-		return 0, fmt.Errorf("detach: no pid in %q", out)
-	}
-	return pid, nil
-}
-
-// RunDetach is `cmesh-run _detach`: it starts sh on the script read from
-// stdin, feeds it, prints sh's PID and returns without waiting.
-func RunDetach(stdin io.Reader, stdout io.Writer) error {
-	CloseInheritedNow()
-	script, err := io.ReadAll(bufio.NewReader(stdin))
-	if err != nil {
-		return err
-	}
-	r, w, err := os.Pipe()
-	if err != nil {
-		return err
-	}
-	null, err := os.OpenFile(os.DevNull, os.O_RDWR, 0)
-	if err != nil {
-		return err
-	}
-	defer null.Close()
-	cmd := &exec.Cmd{
-		Path:   "/bin/sh",
-		Args:   []string{"sh", "-s"},
-		Env:    []string{"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"},
-		Dir:    "/",
-		Stdin:  r,
-		Stdout: null,
-		Stderr: null,
-	}
-	if err := cmd.Start(); err != nil {
-		return err
-	}
-	r.Close()
-	// sh reads the whole script, here-document included, before it execs
-	// the wrapper, so this write finishes once sh has it all.
-	_, werr := w.Write(script)
+	// A caller that lives on (the spool worker) must not collect zombies.
+	go func() { _ = cmd.Wait() }()
+	_, err = w.Write(script)
 	w.Close()
-	if werr != nil {
-		return werr
+	if err != nil {
+		return 0, fmt.Errorf("detach: writing the script to sh: %v", err)
 	}
-	_, err = fmt.Fprintln(stdout, cmd.Process.Pid)
-	return err
+	return cmd.Process.Pid, nil
 }

@@ -31,7 +31,7 @@ func (Direct) Quotas() bool { return false }
 
 // Submit implements backend.Backend; the reference is the wrapper's PID.
 func (Direct) Submit(j backend.Job) (string, error) {
-	pid, err := backend.Detach(j.Exe, j.Script())
+	pid, err := backend.Detach(j.Script())
 	if err != nil {
 		return "", status.Errorf(status.Unavailable, "cannot start the job detached: %v", err).
 			WithHint("check that %s is executable and /bin/sh exists", j.Exe)

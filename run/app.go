@@ -88,7 +88,6 @@ func New(stdout, stderr io.Writer) *cli.App {
 			a.versionCommand(),
 			a.wrapCommand(),
 			a.execCommand(),
-			a.detachCommand(),
 			a.manCommand(),
 		},
 	}
@@ -263,6 +262,9 @@ func (a *app) backendFor(name string, who caller) (backend.Backend, error) {
 func (a *app) autoBackend(who caller) (backend.Backend, string) {
 	at := atsched.New(who.name, who.uid)
 	err := at.Check()
+	if err == nil && !at.PermissionKnown() {
+		return at, "at is installed and atd runs; " + who.name + " cannot read at.allow or at.deny, so only at itself can say whether it may use it (the probe job tells)"
+	}
 	if err == nil {
 		return at, "at is installed, atd runs and lets " + who.name + " use it"
 	}

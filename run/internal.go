@@ -7,7 +7,6 @@ import (
 
 	"github.com/urfave/cli/v2"
 
-	"github.com/cmesh/cmesh-run/backend"
 	"github.com/cmesh/cmesh-run/status"
 	"github.com/cmesh/cmesh-run/wrapper"
 )
@@ -34,15 +33,6 @@ func (a *app) wrapCommand() *cli.Command {
 			}
 			return nil
 		},
-	}
-}
-
-func (a *app) detachCommand() *cli.Command {
-	return &cli.Command{
-		Name:   "_detach",
-		Hidden: true,
-		Usage:  "start the script on stdin detached and print its PID",
-		Action: func(c *cli.Context) error { return backend.RunDetach(os.Stdin, a.stdout) },
 	}
 }
 

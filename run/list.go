@@ -44,20 +44,16 @@ func (a *app) list(c *cli.Context) error {
 	name := c.String("name")
 	var jobs []status.Job
 	if st, err := a.store(false); err == nil {
-		ids, err := st.IDs()
+		probe := a.probe()
+		err := st.Newest(func(id string) bool {
+			j, ok := a.load(st, id, probe)
+			if ok && (name == "" || j.NameOrEmpty() == name) && (states == nil || states[j.State]) {
+				jobs = append(jobs, j)
+			}
+			return limit == 0 || len(jobs) < limit
+		})
 		if err != nil {
 			return err
-		}
-		probe := a.probe()
-		for _, id := range ids {
-			if limit > 0 && len(jobs) == limit {
-				break
-			}
-			j, ok := a.load(st, id, probe)
-			if !ok || (name != "" && j.NameOrEmpty() != name) || (states != nil && !states[j.State]) {
-				continue
-			}
-			jobs = append(jobs, j)
 		}
 	} else if status.KindOf(err) != status.NotFound {
 		return err

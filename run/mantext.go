@@ -374,6 +374,16 @@ the job's output with the markers (0640); also the job's lock.
 .I STATE_DIR/active/ID
 present while the job has not finished.
 .TP
+.I STATE_DIR/recent/ID
+present for about the newest 1000 jobs, so that
+.B list
+and the
+.B status
+overview read a small folder, not one that grows with every job;
+they read
+.I jobs/
+only for older jobs.
+.TP
 .I /etc/at.allow, /etc/at.deny
 who may use at; Debian's at.deny lists www\-data.
 .SH EXIT STATUS

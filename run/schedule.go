@@ -339,16 +339,11 @@ func (a *app) submit(s submission) (*status.Record, bool, error) {
 		}
 	}
 
-	id, err := newJobFiles(st)
+	id, lock, err := newJobFiles(st)
 	if err != nil {
 		return nil, false, err
 	}
-	lock, err := st.Lock(id)
-	if err != nil {
-		_ = st.Remove(id)
-		return nil, false, err
-	}
-	defer status.Unlock(lock)
+	defer func() { status.Unlock(lock) }()
 	rec := &status.Record{
 		Job: status.Job{
 			ID: id, Name: s.name, State: status.Queued, Command: s.argv, Workdir: s.workdir,
@@ -374,15 +369,28 @@ func (a *app) submit(s submission) (*status.Record, bool, error) {
 			Msg:  fmt.Sprintf("cannot record the job in %s: %v", st.Dir, err),
 			Hint: fmt.Sprintf("free space or inodes on its disk (df -h %s; df -i %s), or fix its permissions; nothing was queued", st.Dir, st.Dir)}
 	}
-	if err := st.SetActive(id, true); err != nil {
-		return undo(stateErr(err))
-	}
-	if err := st.Save(rec); err != nil {
-		return undo(stateErr(err))
-	}
+	// The indexes are written while the backend takes the job (at needs
+	// a few milliseconds), and the record once, after it: one fsync on the
+	// caller's path. The job's lock, held until then, keeps the wrapper
+	// from reading a record not yet there; readers skip an indexed job
+	// without a record. Should this process die before the record is
+	// written, the wrapper finds none and runs nothing.
+	indexed := make(chan error, 1)
+	go func() {
+		err := st.SetActive(id, true)
+		if err == nil {
+			err = st.AddRecent(id)
+		}
+		indexed <- err
+	}()
 	ref, err := be.Submit(job)
+	ierr := <-indexed
 	if err != nil {
 		return undo(err)
+	}
+	if ierr != nil {
+		_ = be.Remove(ref)
+		return undo(stateErr(ierr))
 	}
 	rec.BackendRef = &ref
 	if err := st.Save(rec); err != nil {
@@ -390,6 +398,10 @@ func (a *app) submit(s submission) (*status.Record, bool, error) {
 		_ = be.Remove(ref)
 		return undo(stateErr(err))
 	}
+	// The wrapper may go now; the audit line and the retain rule need
+	// not hold the job back.
+	status.Unlock(lock)
+	lock = nil
 	a.audit(rec, "scheduled", nil)
 	a.retain(st)
 	return rec, false, nil
@@ -525,20 +537,21 @@ func (a *app) jobEnv(r *status.Record, who caller, extra []string, inherit bool)
 	return env
 }
 
-// newJobFiles picks a fresh ID and claims it by creating its output file.
-func newJobFiles(st *status.Store) (string, error) {
+// newJobFiles picks a fresh ID and claims it by creating its output file,
+// which it returns holding the job's lock.
+func newJobFiles(st *status.Store) (string, *os.File, error) {
 	for range 10 {
 		id := status.NewID(time.Now())
-		err := st.CreateOutput(id)
+		lock, err := st.CreateOutput(id)
 		if err == nil {
-			return id, nil
+			return id, lock, nil
 		}
 		if !errors.Is(err, fs.ErrExist) {
-			return "", status.Errorf(status.Internal, "cannot create a job in %s: %v", st.Dir, err).
+			return "", nil, status.Errorf(status.Internal, "cannot create a job in %s: %v", st.Dir, err).
 				WithHint("check that the state dir is writable and its disk not full")
 		}
 	}
-	return "", status.Errorf(status.Internal, "no free job ID in %s", st.Dir)
+	return "", nil, status.Errorf(status.Internal, "no free job ID in %s", st.Dir)
 }
 
 func orElse(s, def string) string {

@@ -106,22 +106,18 @@ func (a *app) overview() ([]status.Job, error) {
 			jobs = append(jobs, j)
 		}
 	}
-	ids, err := st.IDs()
+	finished := 0
+	err = st.Newest(func(id string) bool {
+		if !seen[id] {
+			if j, ok := a.load(st, id, probe); ok && j.State.Finished() {
+				jobs = append(jobs, j)
+				finished++
+			}
+		}
+		return finished < overviewFinished
+	})
 	if err != nil {
 		return nil, err
-	}
-	finished := 0
-	for _, id := range ids {
-		if finished == overviewFinished {
-			break
-		}
-		if seen[id] {
-			continue
-		}
-		if j, ok := a.load(st, id, probe); ok && j.State.Finished() {
-			jobs = append(jobs, j)
-			finished++
-		}
 	}
 	sortNewestFirst(jobs)
 	return jobs, nil

@@ -145,12 +145,8 @@ func (a *app) drainOnce(sp *spool.Spool, st *status.Store) error {
 	if err != nil {
 		return err
 	}
-	exe, err := os.Executable()
-	if err != nil {
-		return err
-	}
 	for _, id := range ids {
-		started, err := sp.Start(exe, id)
+		started, err := sp.Start(id)
 		if err != nil {
 			a.log.Warnf("start %s: %v", id, err)
 			continue

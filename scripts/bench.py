@@ -17,8 +17,34 @@ def run(argv, env=None, stdin=None):
     return (time.perf_counter() - t) * 1000
 
 
-def median(argv, env=None, stdin=None, n=N):
-    return statistics.median(run(argv, env, stdin) for _ in range(n))
+QUIET = 0.02
+
+
+def quiet_median(argv, env=None, stdin=None, n=N, settle=None):
+    """Latency as one web request sees it: every timed run starts on a
+    quiet machine, QUIET seconds after the last, and (settle) after the
+    job the last run started has finished, so that no tool is timed while
+    its previous job still runs. Applied alike to every tool compared."""
+    times = []
+    for _ in range(n):
+        time.sleep(QUIET)
+        t = time.perf_counter()
+        p = subprocess.run(argv, env=env or CLEAN, input=stdin, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, check=False)
+        times.append((time.perf_counter() - t) * 1000)
+        if settle:
+            settle(p.stdout.decode().strip())
+    return statistics.median(times)
+
+
+def at_idle(_=None):
+    """Waits until at's queue is empty: the job at started has finished."""
+    deadline = time.time() + 30
+    while subprocess.run(["/usr/bin/atq"], capture_output=True).stdout.strip() and time.time() < deadline:
+        time.sleep(0.005)
+
+
+def cm_done(state):
+    return lambda jid: subprocess.run(cm(state, "wait", "--timeout", "30s", jid), env=CLEAN, capture_output=True)
 
 
 def peak_rss_mib(argv, env=None):
@@ -48,6 +74,9 @@ def fill(state, n, out_bytes=None):
         nid = f"20200101-000000.{i:06d}-bench0"
         json.dump(dict(rec, id=nid), open(f"{state}/jobs/{nid}.json", "w"))
         open(f"{state}/jobs/{nid}.out", "wb").write(out)
+        # What schedule keeps: the newest 1000 jobs in the recent index.
+        if i >= n - 1000:
+            open(f"{state}/recent/{nid}", "w").close()
     if out_bytes:
         # Grow the real job's output: start marker, lines, end marker.
         start, end = out.split(b"]\n", 1)[0] + b"]\n", out[out.index(b"]\n") + 2:]
@@ -75,37 +104,76 @@ def main():
 
 
 def bench(work):
-    at_now = median(["/usr/bin/at", "-M", "now"], stdin=b"true\n")
+    at_now = quiet_median(["/usr/bin/at", "-M", "now"], stdin=b"true\n", settle=at_idle)
     row("echo true | at now", at_now)
-    sched = median(cm(f"{work}/s", "schedule", "--", "true"))
+    sched = quiet_median(cm(f"{work}/s", "schedule", "--", "true"), settle=cm_done(f"{work}/s"))
     row("cmesh-run schedule -- true (at)", sched, f"{sched/at_now:.2f}× at now", "≤ 1.3×", sched / at_now <= 1.3)
     hello = os.path.join(work, "hello")
     with open(hello + ".go", "w") as f:
         f.write('package main\nimport "fmt"\nfunc main(){fmt.Println("hi")}\n')
     subprocess.run(["go", "build", "-o", hello, hello + ".go"], env=dict(os.environ, CGO_ENABLED="0"), check=True)
-    hello_ms = median([hello])
-    sh_ms = median(["/bin/sh", "-c", "true"])
+    hello_ms = quiet_median([hello])
+    sh_ms = quiet_median(["/bin/sh", "-c", "true"])
     row("static hello-world Go binary", hello_ms)
     row("sh -c true", sh_ms)
-    for be in ("spool", "direct"):
-        ms = median(cm(f"{work}/{be}", "schedule", "--backend", be, "--", "true"))
-        row(f"cmesh-run schedule --backend {be}", ms, f"{ms/hello_ms:.2f}× hello", "≤ 3× hello", ms / hello_ms <= 3)
+    row("cmesh-run version (process start)", quiet_median([BIN, "version"]))
+    nq_env = ts_env = None
     if shutil.which("nq"):
         os.makedirs(f"{work}/nq", exist_ok=True)
-        env = dict(CLEAN, NQDIR=f"{work}/nq")
-        row("nq true (submit)", median(["nq", "true"], env=env))
-    if shutil.which("tsp") or shutil.which("ts"):
-        ts = shutil.which("tsp") or shutil.which("ts")
-        env = dict(CLEAN, TS_SOCKET=f"{work}/ts.sock", TMPDIR=work)
-        row("task-spooler ts true (submit)", median([ts, "true"], env=env))
-        run([ts, "-K"], env=env)
+        nq_env = dict(CLEAN, NQDIR=f"{work}/nq")
+        row("nq true (submit)", quiet_median(["nq", "true"], env=nq_env))
+    ts = shutil.which("tsp") or shutil.which("ts")
+    if ts:
+        ts_env = dict(CLEAN, TS_SOCKET=f"{work}/ts.sock", TMPDIR=work)
+        row("task-spooler ts true (submit)", quiet_median([ts, "true"], env=ts_env))
+    for be in ("spool", "direct"):
+        ms = quiet_median(cm(f"{work}/{be}", "schedule", "--backend", be, "--", "true"),
+                          settle=cm_done(f"{work}/{be}") if be == "direct" else None)
+        row(f"cmesh-run schedule --backend {be}", ms, f"{ms/hello_ms:.2f}× hello", "≤ 3× hello", ms / hello_ms <= 3)
+
+    # Submit to start: from the call to the moment the job's own first
+    # command runs, by the job's clock (one machine, one clock).
+    def to_start(state=None):
+        lat = []
+        for i in range(N):
+            time.sleep(QUIET)
+            mark = f"{work}/start.{i}.{bool(state)}"
+            cmd = f"date +%s.%N > {mark}"
+            t = time.time()
+            if state:
+                jid = subprocess.run(cm(state, "schedule", "--", "sh", "-c", cmd), env=CLEAN, capture_output=True, text=True).stdout.strip()
+            else:
+                subprocess.run(["/usr/bin/at", "-M", "now"], env=CLEAN, input=cmd.encode(), capture_output=True)
+            deadline = time.time() + 30
+            started = None
+            while started is None and time.time() < deadline:
+                try:
+                    started = float(open(mark).read())
+                except (OSError, ValueError):
+                    time.sleep(0.002)
+            lat.append((started - t) * 1000 if started else float("inf"))
+            cm_done(state)(jid) if state else at_idle()
+        return statistics.median(lat)
+    at_start = to_start()
+    cm_start = to_start(f"{work}/start")
+    row("at now: submit to start", at_start)
+    row("cmesh-run schedule (at): submit to start", cm_start, f"+{cm_start-at_start:.1f} ms", "≤ at + 10 ms", cm_start - at_start <= 10)
 
     small, big = f"{work}/small", f"{work}/big"
     id10, id10k = fill(small, 10), fill(big, 10000)
-    s10, s10k = median(cm(small, "status", id10)), median(cm(big, "status", id10k))
+    s10, s10k = quiet_median(cm(small, "status", id10)), quiet_median(cm(big, "status", id10k))
     row("status ID, 10 jobs", s10)
     row("status ID, 10,000 jobs", s10k, f"{s10k/s10:.2f}× with 10", "≤ 1.2×", s10k / s10 <= 1.2)
-    l10, l10k = median(cm(small, "list", "--limit", "50")), median(cm(big, "list", "--limit", "50"))
+    if nq_env:
+        jid = subprocess.run(["nq", "true"], env=nq_env, capture_output=True, text=True).stdout.strip()
+        subprocess.run(["nq", "-w", jid], env=nq_env, capture_output=True)
+        row("nq -t JOB (status of one job)", quiet_median(["nq", "-t", jid], env=nq_env))
+    if ts_env:
+        jid = subprocess.run([ts, "true"], env=ts_env, capture_output=True, text=True).stdout.strip()
+        subprocess.run([ts, "-w", jid], env=ts_env, capture_output=True)
+        row("ts -s JOB (status of one job)", quiet_median([ts, "-s", jid], env=ts_env))
+        run([ts, "-K"], env=ts_env)
+    l10, l10k = quiet_median(cm(small, "list", "--limit", "50")), quiet_median(cm(big, "list", "--limit", "50"))
     row("list --limit 50, 10 jobs", l10)
     row("list --limit 50, 10,000 jobs", l10k, f"{l10k/l10:.2f}× with 10", "≤ 3×", l10k / l10 <= 3)
 
@@ -113,13 +181,13 @@ def bench(work):
     gid = fill(g1, 1, out_bytes=1 << 30)
     mid = fill(m1, 1, out_bytes=1 << 20)
     gout = f"{g1}/jobs/{gid}.out"
-    tail_ref = median(["tail", "-n", "100", gout])
-    tail_cm = median(cm(g1, "log", "--tail", "100", gid))
+    tail_ref = quiet_median(["tail", "-n", "100", gout])
+    tail_cm = quiet_median(cm(g1, "log", "--tail", "100", gid))
     row("tail -n 100 (1 GiB file)", tail_ref)
     row("log --tail 100 (1 GiB output)", tail_cm, f"{tail_cm/tail_ref:.2f}× tail", "≤ 2×", tail_cm / tail_ref <= 2)
     off = str((1 << 29))
-    o1g = median(cm(g1, "log", "--json", "--offset", off, "--limit", "65536", gid))
-    o1m = median(cm(m1, "log", "--json", "--offset", str(1 << 19), "--limit", "65536", mid))
+    o1g = quiet_median(cm(g1, "log", "--json", "--offset", off, "--limit", "65536", gid))
+    o1m = quiet_median(cm(m1, "log", "--json", "--offset", str(1 << 19), "--limit", "65536", mid))
     row("log --offset --limit 64K (1 MiB output)", o1m)
     row("log --offset --limit 64K (1 GiB output)", o1g, f"{o1g/o1m:.2f}× 1 MiB", "≤ 2×", o1g / o1m <= 2)
 

@@ -198,7 +198,7 @@ func (s *Spool) Tidy(queued func(id string) bool, requeue bool) {
 
 // Start claims queued job id and starts it detached. It reports false
 // when someone else claimed it first.
-func (s *Spool) Start(exe, id string) (bool, error) {
+func (s *Spool) Start(id string) (bool, error) {
 	claimed := s.path("claimed", id+".sh")
 	if err := os.Rename(s.path("queue", id+".sh"), claimed); err != nil {
 		if errors.Is(err, fs.ErrNotExist) {
@@ -219,7 +219,7 @@ func (s *Spool) Start(exe, id string) (bool, error) {
 	if err != nil {
 		return false, err
 	}
-	if _, err := backend.Detach(exe, script); err != nil {
+	if _, err := backend.Detach(script); err != nil {
 		_ = os.Rename(claimed, s.path("queue", id+".sh"))
 		return false, err
 	}

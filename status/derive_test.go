@@ -19,9 +19,11 @@ func newStore(t *testing.T) *Store {
 // addJob writes a record and an output file made of parts.
 func addJob(t *testing.T, s *Store, r *Record, parts ...any) {
 	t.Helper()
-	if err := s.CreateOutput(r.ID); err != nil {
+	lock, err := s.CreateOutput(r.ID)
+	if err != nil {
 		t.Fatal(err)
 	}
+	Unlock(lock)
 	f, err := s.OpenAppend(r.ID)
 	if err != nil {
 		t.Fatal(err)

@@ -92,18 +92,25 @@ func openNoFollow(path string, flag int, perm os.FileMode) (*os.File, error) {
 	return os.OpenFile(path, flag|syscall.O_NOFOLLOW|syscall.O_CLOEXEC, perm)
 }
 
-// CreateOutput creates the empty output file of a new job; it fails when
-// the ID is taken, so two schedulers can never share a job.
-func (s *Store) CreateOutput(id string) error {
+// CreateOutput creates the empty output file of a new job and returns it
+// holding the job's lock (see Lock): it fails when the ID is taken, so two
+// schedulers can never share a job, and no wrapper can act on the job
+// before its creator lets go.
+func (s *Store) CreateOutput(id string) (*os.File, error) {
 	f, err := openNoFollow(s.OutputPath(id), os.O_WRONLY|os.O_CREATE|os.O_EXCL, fileMode)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	err = f.Chmod(fileMode)
-	if cerr := f.Close(); err == nil {
-		err = cerr
+	if err == nil {
+		err = flock(f)
 	}
-	return err
+	if err != nil {
+		f.Close()
+		os.Remove(f.Name())
+		return nil, err
+	}
+	return f, nil
 }
 
 // OpenAppend opens the output of job id for appending, as the wrapper and
@@ -248,7 +255,7 @@ func (s *Store) SetActive(id string, on bool) error {
 // Remove deletes every file of job id.
 func (s *Store) Remove(id string) error {
 	var first error
-	for _, p := range []string{s.RecordPath(id), s.OutputPath(id), filepath.Join(s.activeDir(), id)} {
+	for _, p := range []string{s.RecordPath(id), s.OutputPath(id), filepath.Join(s.activeDir(), id), filepath.Join(s.recentDir(), id)} {
 		if err := os.Remove(p); err != nil && !errors.Is(err, fs.ErrNotExist) && first == nil {
 			first = err
 		}
@@ -261,13 +268,81 @@ func (s *Store) IDs() ([]string, error) {
 	return s.names(s.jobsDir(), ".json")
 }
 
+// recentKeep is how many of the newest jobs the recent index holds: what
+// list and the status overview usually need, found without reading a jobs
+// folder that grows with every build.
+const recentKeep = 1000
+
+func (s *Store) recentDir() string { return filepath.Join(s.Dir, "recent") }
+
+// AddRecent enters a new job in the recent index, before its record
+// exists: every job newer than the index's oldest entry is in the index.
+// One call in 16 (the ID's random last digit) trims the index back to the
+// newest recentKeep; trimming only ever drops the oldest entries, so that
+// rule holds whoever trims at the same time.
+func (s *Store) AddRecent(id string) error {
+	if fi, err := os.Lstat(s.recentDir()); err == nil && !fi.IsDir() {
+		return Errorf(Internal, "%s is not a directory", s.recentDir()).
+			WithHint("something replaced a folder of the state dir; move it away and retry")
+	}
+	p := filepath.Join(s.recentDir(), id)
+	f, err := openNoFollow(p, os.O_WRONLY|os.O_CREATE, fileMode)
+	if errors.Is(err, fs.ErrNotExist) {
+		if err = mkdir(s.recentDir()); err == nil || errors.Is(err, fs.ErrExist) {
+			f, err = openNoFollow(p, os.O_WRONLY|os.O_CREATE, fileMode)
+		}
+	}
+	if err != nil {
+		return err
+	}
+	f.Close()
+	if strings.HasSuffix(id, "0") {
+		if ids, err := s.names(s.recentDir(), ""); err == nil && len(ids) > recentKeep {
+			for _, old := range ids[recentKeep:] {
+				_ = os.Remove(filepath.Join(s.recentDir(), old))
+			}
+		}
+	}
+	return nil
+}
+
+// Newest calls visit with job IDs, newest first, until it returns false.
+// It walks the recent index first, and reads the whole jobs folder only
+// when the walk goes past the index's oldest entry. An ID may have no
+// record (pruned, or still being scheduled): visit decides.
+func (s *Store) Newest(visit func(id string) bool) error {
+	// No index (a state dir from before it, or one replaced by something
+	// else): the whole folder is read.
+	recent, _ := s.names(s.recentDir(), "")
+	oldest := ""
+	for _, id := range recent {
+		if !visit(id) {
+			return nil
+		}
+		oldest = id
+	}
+	all, err := s.IDs()
+	if err != nil {
+		return err
+	}
+	for _, id := range all {
+		if oldest != "" && id >= oldest {
+			continue
+		}
+		if !visit(id) {
+			return nil
+		}
+	}
+	return nil
+}
+
 // ActiveIDs returns the IDs of jobs marked not finished, newest first.
 func (s *Store) ActiveIDs() ([]string, error) {
 	return s.names(s.activeDir(), "")
 }
 
 func (s *Store) names(dir, suffix string) ([]string, error) {
-	f, err := os.Open(dir)
+	f, err := os.OpenFile(dir, os.O_RDONLY|syscall.O_DIRECTORY|syscall.O_NOFOLLOW|syscall.O_CLOEXEC, 0)
 	if err != nil {
 		return nil, err
 	}

@@ -153,4 +153,8 @@ func TestDoctorDeniedUserAndStateDir(t *testing.T) {
 	if code != 1 || c.Status != "fail" || !strings.Contains(c.Message, "/etc/at.deny") || !strings.Contains(c.Fix, `sed -i '/^nobody$/d' /etc/at.deny`) {
 		t.Errorf("probe as a denied user: exit %d %+v", code, c)
 	}
+	// What auto would pick does not claim a permission nobody could read.
+	if c := find(t, r, "backend auto"); strings.Contains(c.Message, "lets nobody use it") || !strings.Contains(c.Message, "the probe job tells") {
+		t.Errorf("backend auto as a user who cannot read at.deny: %+v", c)
+	}
 }

@@ -1,0 +1,106 @@
+package status
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"testing"
+	"time"
+)
+
+// newestAll collects every ID Newest yields.
+func newestAll(t *testing.T, s *Store) []string {
+	t.Helper()
+	var got []string
+	if err := s.Newest(func(id string) bool { got = append(got, id); return true }); err != nil {
+		t.Fatal(err)
+	}
+	return got
+}
+
+// makeJob makes a job the way schedule does: index entry, then record.
+func makeJob(t *testing.T, s *Store, id string, indexed bool) {
+	t.Helper()
+	if indexed {
+		if err := s.AddRecent(id); err != nil {
+			t.Fatal(err)
+		}
+	}
+	r := &Record{Job: Job{ID: id, State: Succeeded, CreatedAt: time.Now().UTC()}}
+	if err := s.Save(r); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// Newest walks every job exactly once, newest first, whether it is found
+// in the index or only in the jobs folder (jobs from before the index),
+// and however much of the index was trimmed.
+func TestNewestCoversEveryJobOnce(t *testing.T) {
+	s, err := Open(t.TempDir(), true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var want []string
+	base := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
+	n := recentKeep + 300
+	for i := range n {
+		// The last digit decides who trims: cycle through all 16.
+		id := fmt.Sprintf("%s-abcde%x", base.Add(time.Duration(i)*time.Millisecond).Format("20060102-150405.000000"), i%16)
+		makeJob(t, s, id, i >= 100) // the first 100 predate the index
+		want = append(want, id)
+	}
+	slices.Reverse(want)
+	if got := newestAll(t, s); !slices.Equal(got, want) {
+		t.Fatalf("Newest yielded %d IDs, want %d in order (first %v)", len(got), len(want), got[:3])
+	}
+	entries, _ := os.ReadDir(s.recentDir())
+	if len(entries) > recentKeep+16 || len(entries) < recentKeep {
+		t.Errorf("index holds %d entries, want about %d", len(entries), recentKeep)
+	}
+	// A pruned job leaves a hole in the index; the walk skips nothing else.
+	if err := s.Remove(want[5]); err != nil {
+		t.Fatal(err)
+	}
+	var loaded []string
+	s.Newest(func(id string) bool {
+		if _, err := s.Load(id); err == nil {
+			loaded = append(loaded, id)
+		}
+		return true
+	})
+	if len(loaded) != n-1 || slices.Contains(loaded, want[5]) {
+		t.Errorf("after removing one job: %d loaded, want %d", len(loaded), n-1)
+	}
+	// Stopping early reads only what it needs.
+	var first []string
+	s.Newest(func(id string) bool { first = append(first, id); return len(first) < 3 })
+	if !slices.Equal(first, []string{want[0], want[1], want[2]}) {
+		t.Errorf("first three: %v", first)
+	}
+}
+
+// A symlink planted as the index is never followed: schedule refuses to
+// write through it, and readers fall back to the jobs folder.
+func TestRecentIndexSymlinkNotFollowed(t *testing.T) {
+	dir := t.TempDir()
+	s, err := Open(dir, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	elsewhere := t.TempDir()
+	if err := os.Symlink(elsewhere, filepath.Join(dir, "recent")); err != nil {
+		t.Fatal(err)
+	}
+	id := NewID(time.Now())
+	if err := s.AddRecent(id); err == nil {
+		t.Error("AddRecent wrote through a symlink")
+	}
+	if entries, _ := os.ReadDir(elsewhere); len(entries) > 0 {
+		t.Errorf("files appeared behind the symlink: %v", entries)
+	}
+	makeJob(t, s, id, false)
+	if got := newestAll(t, s); !slices.Equal(got, []string{id}) {
+		t.Errorf("Newest with a planted index: %v", got)
+	}
+}
