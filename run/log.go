@@ -13,7 +13,7 @@ import (
 
 const (
 	defaultJSONLimit = 1 << 20
-	readChunk        = 1 << 20
+	readChunk        = 256 << 10
 	followPoll       = 200 * time.Millisecond
 )
 
@@ -137,7 +137,7 @@ func (a *app) copyOut(out *status.Output, pos, end int64, raw bool) (int64, erro
 		end = size
 	}
 	for pos < end {
-		r, err := out.Read(pos, min(end, pos+readChunk), raw)
+		r, err := out.ReadReuse(pos, min(end, pos+readChunk), raw)
 		if err != nil {
 			return pos, err
 		}

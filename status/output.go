@@ -11,6 +11,9 @@ import (
 type Output struct {
 	f     *os.File
 	nonce string
+	// scratch is ReadReuse's buffer: log copies a large output through
+	// one buffer, so that its memory does not grow with the file.
+	scratch []byte
 }
 
 // OpenOutput opens the output file at path for the job with nonce.
@@ -46,6 +49,16 @@ type Range struct {
 // starts before from is skipped, one that runs past to is consumed whole
 // (End moves past it). With raw, markers stay in Data.
 func (o *Output) Read(from, to int64, raw bool) (Range, error) {
+	return o.read(from, to, raw, nil)
+}
+
+// ReadReuse is Read into a buffer kept for the next call: the returned
+// data is valid only until then.
+func (o *Output) ReadReuse(from, to int64, raw bool) (Range, error) {
+	return o.read(from, to, raw, &o.scratch)
+}
+
+func (o *Output) read(from, to int64, raw bool, scratch *[]byte) (Range, error) {
 	size, err := o.Size()
 	if err != nil {
 		return Range{}, err
@@ -54,7 +67,15 @@ func (o *Output) Read(from, to int64, raw bool) (Range, error) {
 	to = max(from, min(to, size))
 	lo := max(0, from-MaxMarkerLen)
 	hi := min(size, to+MaxMarkerLen)
-	buf := make([]byte, hi-lo)
+	var buf []byte
+	if scratch != nil && int64(cap(*scratch)) >= hi-lo {
+		buf = (*scratch)[:hi-lo]
+	} else {
+		buf = make([]byte, hi-lo)
+		if scratch != nil {
+			*scratch = buf
+		}
+	}
 	n, err := o.f.ReadAt(buf, lo)
 	if err != nil && err != io.EOF {
 		return Range{}, err
@@ -65,9 +86,16 @@ func (o *Output) Read(from, to int64, raw bool) (Range, error) {
 	rel := func(off int64) int { return int(off - lo) }
 
 	r := Range{End: to}
+	// Most chunks hold no marker: their bytes are returned as read, with
+	// no second buffer (log copies a large output chunk by chunk).
 	var data bytes.Buffer
+	marks := findMarkers(buf, o.nonce, lo)
+	if len(marks) == 0 {
+		r.Data = buf[rel(from):rel(to)]
+		return r, nil
+	}
 	pos := rel(from)
-	for _, s := range findMarkers(buf, o.nonce, lo) {
+	for _, s := range marks {
 		if s.end <= pos {
 			continue
 		}

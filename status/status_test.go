@@ -124,10 +124,16 @@ var (
 // readAll reassembles the job's bytes from chunked reads, as a page
 // polling with log --offset does.
 func readAll(t testing.TB, o *Output, chunk int64) []byte {
+	return readAllWith(t, o, chunk, o.Read)
+}
+
+// readAllWith reads the whole output chunk by chunk with read (Read, or
+// ReadReuse, whose data the next call overwrites: append copies it).
+func readAllWith(t testing.TB, o *Output, chunk int64, read func(from, to int64, raw bool) (Range, error)) []byte {
 	size, _ := o.Size()
 	var got []byte
 	for pos := int64(0); pos < size; {
-		r, err := o.Read(pos, pos+chunk, false)
+		r, err := read(pos, pos+chunk, false)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -156,6 +162,9 @@ func TestReadRemovesMarkersExactly(t *testing.T) {
 		for _, chunk := range []int64{1, 2, 3, 7, 64, 1 << 20} {
 			if got := readAll(t, o, chunk); !bytes.Equal(got, want) {
 				t.Errorf("case %d chunk %d: got %q, want %q", i, chunk, got, want)
+			}
+			if got := readAllWith(t, o, chunk, o.ReadReuse); !bytes.Equal(got, want) {
+				t.Errorf("case %d chunk %d, one buffer: got %q, want %q", i, chunk, got, want)
 			}
 		}
 		size, _ := o.Size()
