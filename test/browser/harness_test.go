@@ -40,6 +40,19 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/cmesh/cmesh-run/test/itest"
+)
+
+// Helpers shared with the other integration suites.
+var (
+	copyFile     = itest.CopyFile
+	finished     = itest.Finished
+	must         = itest.Must
+	phpString    = itest.PHPString
+	poll         = itest.Poll
+	writeInPlace = itest.WriteInPlace
+	writeSynced  = itest.WriteSynced
 )
 
 const (
@@ -326,39 +339,6 @@ func hasLine(content []byte, line string) bool {
 	return false
 }
 
-// writeInPlace rewrites an existing file's bytes, keeping its inode, owner and mode.
-func writeInPlace(path string, data []byte) error {
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_TRUNC, 0)
-	if err != nil {
-		return err
-	}
-	if _, err := f.Write(data); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return err
-	}
-	return f.Close()
-}
-
-func writeSynced(path string, data []byte, mode os.FileMode) error {
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, mode)
-	if err != nil {
-		return err
-	}
-	if _, err := f.Write(data); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return err
-	}
-	return f.Close()
-}
-
 // ---------------------------------------------------------------------------------------------
 // The site: a copy of php/ that www-data can read, a state dir, a pool and nginx
 
@@ -495,14 +475,6 @@ type job struct {
 	State    string `json:"state"`
 	ExitCode *int   `json:"exit_code"`
 	PID      *int   `json:"pid"`
-}
-
-func finished(state string) bool {
-	switch state {
-	case "succeeded", "failed", "canceled", "timed_out", "lost":
-		return true
-	}
-	return false
 }
 
 // directStatus is the job as cmesh-run itself reports it, run as www-data.
@@ -856,23 +828,6 @@ func freePort(t *testing.T) int {
 // ---------------------------------------------------------------------------------------------
 // Small helpers
 
-// poll calls check every 50 ms until it returns true, failing t after timeout with the last
-// reason check gave.
-func poll(t *testing.T, timeout time.Duration, what string, check func() (bool, string)) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for {
-		ok, why := check()
-		if ok {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s: %s", timeout, what, why)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-}
-
 // pollQuiet is poll that reports instead of failing.
 func pollQuiet(timeout time.Duration, check func() bool) bool {
 	deadline := time.Now().Add(timeout)
@@ -885,14 +840,6 @@ func pollQuiet(timeout time.Duration, check func() bool) bool {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-}
-
-func copyFile(t *testing.T, src, dst string, mode os.FileMode) {
-	t.Helper()
-	data, err := os.ReadFile(src)
-	must(t, err)
-	must(t, os.WriteFile(dst, data, mode))
-	must(t, os.Chmod(dst, mode))
 }
 
 // copyTree copies a directory of regular files: directories 0755, files 0644 (0755 when
@@ -930,16 +877,5 @@ func copyTree(t *testing.T, src, dst string) {
 	})
 	if err != nil {
 		t.Fatalf("copy %s to %s: %v", src, dst, err)
-	}
-}
-
-func phpString(s string) string {
-	return "'" + strings.NewReplacer(`\`, `\\`, `'`, `\'`).Replace(s) + "'"
-}
-
-func must(t *testing.T, err error) {
-	t.Helper()
-	if err != nil {
-		t.Fatal(err)
 	}
 }

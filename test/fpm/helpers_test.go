@@ -32,6 +32,22 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/cmesh/cmesh-run/test/itest"
+)
+
+// Helpers shared with the other integration suites.
+var (
+	alive        = itest.Alive
+	copyFile     = itest.CopyFile
+	fdLinks      = itest.FDLinks
+	finished     = itest.Finished
+	groupMembers = itest.GroupMembers
+	must         = itest.Must
+	phpString    = itest.PHPString
+	sharedKind   = itest.SharedKind
+	writeInPlace = itest.WriteInPlace
+	writeSynced  = itest.WriteSynced
 )
 
 const (
@@ -217,39 +233,6 @@ func denyLine(content []byte) int {
 		}
 	}
 	return 0
-}
-
-// writeInPlace rewrites an existing file's bytes, keeping its inode, owner and mode.
-func writeInPlace(path string, data []byte) error {
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_TRUNC, 0)
-	if err != nil {
-		return err
-	}
-	if _, err := f.Write(data); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return err
-	}
-	return f.Close()
-}
-
-func writeSynced(path string, data []byte, mode os.FileMode) error {
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, mode)
-	if err != nil {
-		return err
-	}
-	if _, err := f.Write(data); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return err
-	}
-	return f.Close()
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -658,14 +641,6 @@ func (j job) atJobNumber() int {
 	return n
 }
 
-func finished(state string) bool {
-	switch state {
-	case "succeeded", "failed", "canceled", "timed_out", "lost":
-		return true
-	}
-	return false
-}
-
 // schedule starts a job through the page and checks the answer is a well-formed job object.
 func (e *env) schedule(argv []string, options map[string]any) (job, apiResult) {
 	e.t.Helper()
@@ -822,11 +797,6 @@ func (e *env) cancelLeftovers() {
 // ---------------------------------------------------------------------------------------------
 // Processes, descriptors, files
 
-func alive(pid int) bool {
-	err := syscall.Kill(pid, 0)
-	return err == nil || errors.Is(err, syscall.EPERM)
-}
-
 // waitGone waits until pid no longer exists.
 func waitGone(t *testing.T, pid int, what string, timeout time.Duration) {
 	t.Helper()
@@ -890,41 +860,6 @@ func jobProcesses(pid int) []int {
 	return procs
 }
 
-// groupMembers returns the processes of process group pgid.
-func groupMembers(pgid int) []int {
-	var pids []int
-	entries, _ := os.ReadDir("/proc")
-	for _, ent := range entries {
-		p, err := strconv.Atoi(ent.Name())
-		if err != nil {
-			continue
-		}
-		if g, err := syscall.Getpgid(p); err == nil && g == pgid {
-			pids = append(pids, p)
-		}
-	}
-	return pids
-}
-
-// fdLinks maps a process's descriptors to their /proc link targets ("socket:[123]", ...).
-func fdLinks(pid int) map[string]string {
-	links := map[string]string{}
-	dir := fmt.Sprintf("/proc/%d/fd", pid)
-	entries, _ := os.ReadDir(dir)
-	for _, ent := range entries {
-		if target, err := os.Readlink(filepath.Join(dir, ent.Name())); err == nil {
-			links[ent.Name()] = target
-		}
-	}
-	return links
-}
-
-// sharedKind reports whether a descriptor target is a socket or a pipe: objects that a
-// process can only hold by inheriting them (or being passed them).
-func sharedKind(target string) bool {
-	return strings.HasPrefix(target, "socket:[") || strings.HasPrefix(target, "pipe:[")
-}
-
 // poll calls check every 100 ms until it returns true, failing t after timeout with the last
 // reason check gave.
 func poll(t *testing.T, timeout time.Duration, what string, check func() (bool, string)) {
@@ -950,23 +885,4 @@ func progressJob(n int) ([]string, string) {
 		fmt.Fprintf(&want, "progress %d\n", i)
 	}
 	return []string{"sh", "-c", script}, want.String()
-}
-
-func copyFile(t *testing.T, src, dst string, mode os.FileMode) {
-	t.Helper()
-	data, err := os.ReadFile(src)
-	must(t, err)
-	must(t, os.WriteFile(dst, data, mode))
-	must(t, os.Chmod(dst, mode))
-}
-
-func phpString(s string) string {
-	return "'" + strings.NewReplacer(`\`, `\\`, `'`, `\'`).Replace(s) + "'"
-}
-
-func must(t *testing.T, err error) {
-	t.Helper()
-	if err != nil {
-		t.Fatal(err)
-	}
 }

@@ -19,6 +19,8 @@ import (
 	"testing"
 	"time"
 	"unicode/utf8"
+
+	"github.com/cmesh/cmesh-run/test/itest"
 )
 
 func TestJobSucceeds(t *testing.T) {
@@ -454,7 +456,7 @@ func TestDeniedUser(t *testing.T) {
 func TestZAtdDown(t *testing.T) {
 	needAtd(t)
 	e := newEnv(t)
-	pid, _ := atdPID()
+	pid, _ := itest.AtdPID()
 	if err := syscall.Kill(pid, syscall.SIGTERM); err != nil {
 		t.Fatalf("stop atd: %v", err)
 	}
@@ -464,7 +466,7 @@ func TestZAtdDown(t *testing.T) {
 			exec.Command("/usr/sbin/atd").Run()
 		}
 	}()
-	waitFor(t, 10*time.Second, "atd to stop", func() bool { _, ok := atdPID(); return !ok })
+	waitFor(t, 10*time.Second, "atd to stop", func() bool { _, ok := itest.AtdPID(); return !ok })
 	before := atQueue(t)
 	r := e.run("schedule", "--", "true")
 	if r.code != 4 || !strings.Contains(string(r.stderr), "atd is not running") || !strings.Contains(string(r.stderr), "hint: start it") {
@@ -491,7 +493,7 @@ func TestZAtdDown(t *testing.T) {
 		t.Fatalf("restart atd: %v", err)
 	}
 	restarted = true
-	waitFor(t, 10*time.Second, "atd to run again", func() bool { _, ok := atdPID(); return ok })
+	waitFor(t, 10*time.Second, "atd to run again", func() bool { _, ok := itest.AtdPID(); return ok })
 }
 
 // log --follow streams while the job runs and exits 0 once it finished,

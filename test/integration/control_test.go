@@ -15,6 +15,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/cmesh/cmesh-run/test/itest"
 )
 
 // jobProcs returns the processes that carry job id in their environment:
@@ -535,7 +537,7 @@ func TestLimits(t *testing.T) {
 // queue; cancel takes it out, and it never runs. Sequential: it stops atd.
 func TestCancelQueued(t *testing.T) {
 	e := newEnv(t)
-	pid, _ := atdPID()
+	pid, _ := itest.AtdPID()
 	if err := syscall.Kill(pid, syscall.SIGSTOP); err != nil {
 		t.Fatal(err)
 	}

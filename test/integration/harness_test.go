@@ -17,6 +17,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/cmesh/cmesh-run/test/itest"
 )
 
 var (
@@ -72,7 +74,7 @@ func needAtd(t *testing.T) {
 	why := ""
 	if _, err := os.Stat("/usr/bin/at"); err != nil {
 		why = "/usr/bin/at missing"
-	} else if _, ok := atdPID(); !ok {
+	} else if _, ok := itest.AtdPID(); !ok {
 		why = "atd is not running"
 	}
 	if why == "" {
@@ -82,16 +84,6 @@ func needAtd(t *testing.T) {
 		t.Fatalf("integration required but %s", why)
 	}
 	t.Skipf("SKIP (integration): %s; run make test as root", why)
-}
-
-func atdPID() (int, bool) {
-	b, err := os.ReadFile("/run/atd.pid")
-	if err != nil {
-		return 0, false
-	}
-	pid, _ := strconv.Atoi(strings.TrimSpace(string(b)))
-	comm, _ := os.ReadFile(fmt.Sprintf("/proc/%d/comm", pid))
-	return pid, strings.TrimSpace(string(comm)) == "atd"
 }
 
 // env is one isolated state dir.
@@ -277,7 +269,7 @@ func atQueue(t *testing.T) map[string]bool {
 // stalled wrapper.
 func atdState() string {
 	var b strings.Builder
-	if pid, ok := atdPID(); ok {
+	if pid, ok := itest.AtdPID(); ok {
 		st, _ := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
 		wchan, _ := os.ReadFile(fmt.Sprintf("/proc/%d/wchan", pid))
 		fmt.Fprintf(&b, "atd pid %d: %s wchan=%s\n", pid, strings.TrimSpace(string(st)), wchan)

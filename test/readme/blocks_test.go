@@ -598,11 +598,6 @@ $name = 'mpvg';
 `
 }
 
-// phpString quotes s as a PHP single-quoted string.
-func phpString(s string) string {
-	return "'" + strings.NewReplacer(`\`, `\\`, `'`, `\'`).Replace(s) + "'"
-}
-
 func TestReadmePHPBlocks(t *testing.T) {
 	needAtd(t)
 	needPHP(t)

@@ -29,6 +29,15 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/cmesh/cmesh-run/test/itest"
+)
+
+// Helpers shared with the other integration suites.
+var (
+	atdPID    = itest.AtdPID
+	must      = itest.Must
+	phpString = itest.PHPString
 )
 
 var (
@@ -126,16 +135,6 @@ func needPHP(t *testing.T) {
 	if _, err := os.Stat(phpBin); err != nil {
 		unavailable(t, phpBin+" missing (apt-get install php-cli)")
 	}
-}
-
-func atdPID() (int, bool) {
-	b, err := os.ReadFile("/run/atd.pid")
-	if err != nil {
-		return 0, false
-	}
-	pid, _ := strconv.Atoi(strings.TrimSpace(string(b)))
-	comm, _ := os.ReadFile(fmt.Sprintf("/proc/%d/comm", pid))
-	return pid, strings.TrimSpace(string(comm)) == "atd"
 }
 
 // sandbox is where one README example runs: its own temp dir (the working directory), state
@@ -380,13 +379,6 @@ var unsafeRun = regexp.MustCompile(`[^A-Za-z0-9._-]+`)
 // t.TempDir's path is made of the test's name and the README's commands run with it.
 func safeName(s string) string {
 	return strings.Trim(unsafeRun.ReplaceAllString(s, "_"), "_")
-}
-
-func must(t *testing.T, err error) {
-	t.Helper()
-	if err != nil {
-		t.Fatal(err)
-	}
 }
 
 func readFile(t *testing.T, path string) string {

@@ -40,6 +40,21 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/cmesh/cmesh-run/test/itest"
+)
+
+// Helpers shared with the other integration suites.
+var (
+	alive        = itest.Alive
+	copyFile     = itest.CopyFile
+	fdLinks      = itest.FDLinks
+	finished     = itest.Finished
+	groupMembers = itest.GroupMembers
+	must         = itest.Must
+	phpString    = itest.PHPString
+	poll         = itest.Poll
+	sharedKind   = itest.SharedKind
 )
 
 const (
@@ -363,14 +378,6 @@ type job struct {
 func (j job) String() string {
 	b, _ := json.Marshal(j)
 	return string(b)
-}
-
-func finished(state string) bool {
-	switch state {
-	case "succeeded", "failed", "canceled", "timed_out", "lost":
-		return true
-	}
-	return false
 }
 
 // status is `cmesh-run status --json ID` as acct.
@@ -978,11 +985,6 @@ func holdsLock(pid int, path string) bool {
 // ---------------------------------------------------------------------------------------------
 // Processes, descriptors
 
-func alive(pid int) bool {
-	err := syscall.Kill(pid, 0)
-	return err == nil || errors.Is(err, syscall.EPERM)
-}
-
 // procStat returns a process's command name and parent PID.
 func procStat(pid int) (comm string, ppid int, err error) {
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
@@ -1033,60 +1035,8 @@ func jobProcesses(pid int) []int {
 	return procs
 }
 
-// groupMembers returns the processes of process group pgid.
-func groupMembers(pgid int) []int {
-	var pids []int
-	entries, _ := os.ReadDir("/proc")
-	for _, ent := range entries {
-		p, err := strconv.Atoi(ent.Name())
-		if err != nil {
-			continue
-		}
-		if g, err := syscall.Getpgid(p); err == nil && g == pgid {
-			pids = append(pids, p)
-		}
-	}
-	return pids
-}
-
-// fdLinks maps a process's descriptors to their /proc link targets ("socket:[123]", ...).
-func fdLinks(pid int) map[string]string {
-	links := map[string]string{}
-	dir := fmt.Sprintf("/proc/%d/fd", pid)
-	entries, _ := os.ReadDir(dir)
-	for _, ent := range entries {
-		if target, err := os.Readlink(filepath.Join(dir, ent.Name())); err == nil {
-			links[ent.Name()] = target
-		}
-	}
-	return links
-}
-
-// sharedKind reports whether a descriptor target is a socket or a pipe: objects a process can
-// only hold by inheriting them (or being passed them).
-func sharedKind(target string) bool {
-	return strings.HasPrefix(target, "socket:[") || strings.HasPrefix(target, "pipe:[")
-}
-
 // ---------------------------------------------------------------------------------------------
 // Small things
-
-// poll calls check every 50 ms until it returns true, failing t after timeout with the last
-// reason check gave.
-func poll(t *testing.T, timeout time.Duration, what string, check func() (bool, string)) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for {
-		ok, why := check()
-		if ok {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s: %s", timeout, what, why)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-}
 
 func median(ds []time.Duration) time.Duration {
 	s := append([]time.Duration(nil), ds...)
@@ -1100,30 +1050,11 @@ func median(ds []time.Duration) time.Duration {
 	return (s[len(s)/2-1] + s[len(s)/2]) / 2
 }
 
-func copyFile(t *testing.T, src, dst string, mode os.FileMode) {
-	t.Helper()
-	data, err := os.ReadFile(src)
-	must(t, err)
-	must(t, os.WriteFile(dst, data, mode))
-	must(t, os.Chmod(dst, mode))
-}
-
-func phpString(s string) string {
-	return "'" + strings.NewReplacer(`\`, `\\`, `'`, `\'`).Replace(s) + "'"
-}
-
 func clip(s string) string {
 	if len(s) > 600 {
 		return s[:300] + " ... " + s[len(s)-300:]
 	}
 	return s
-}
-
-func must(t *testing.T, err error) {
-	t.Helper()
-	if err != nil {
-		t.Fatal(err)
-	}
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -9,6 +9,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"reflect"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -72,7 +73,7 @@ func TestSpoolFromLockedDownPool(t *testing.T) {
 	if want := buildOutput("web-1", "release"); got != want {
 		t.Errorf("log reassembled by the pages differs from the job's output:\n got %q\nwant %q", clip(got), clip(want))
 	}
-	if !contains(states, "running") {
+	if !slices.Contains(states, "running") {
 		t.Errorf("a 2.5 s build was never seen running by the pages: %v", states)
 	}
 	w.checkOneStart(j.ID)
@@ -272,7 +273,7 @@ func TestSpoolJobNeverLostWhileStarting(t *testing.T) {
 			}
 		}
 		<-done
-		if contains(seen, "lost") {
+		if slices.Contains(seen, "lost") {
 			t.Errorf("round %d: job %s went through states %v", round, j.ID, seen)
 		}
 	}
@@ -618,15 +619,6 @@ func startWorker(t *testing.T, w *world) int {
 
 func ms(d time.Duration) string {
 	return fmt.Sprintf("%.1f ms", float64(d.Microseconds())/1000)
-}
-
-func contains(list []string, s string) bool {
-	for _, x := range list {
-		if x == s {
-			return true
-		}
-	}
-	return false
 }
 
 func countFiles(t *testing.T, glob string) int {

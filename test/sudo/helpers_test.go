@@ -37,6 +37,17 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/cmesh/cmesh-run/test/itest"
+)
+
+// Helpers shared with the other integration suites.
+var (
+	alive       = itest.Alive
+	finished    = itest.Finished
+	must        = itest.Must
+	poll        = itest.Poll
+	writeSynced = itest.WriteSynced
 )
 
 const (
@@ -527,11 +538,6 @@ func processesOf(uid int) []int {
 	return pids
 }
 
-func alive(pid int) bool {
-	err := syscall.Kill(pid, 0)
-	return err == nil || errors.Is(err, syscall.EPERM)
-}
-
 // ---------------------------------------------------------------------------------------------
 // PHP-FPM: a pool as www-data with two pages
 
@@ -836,14 +842,6 @@ func (j job) String() string {
 	return string(b)
 }
 
-func finished(state string) bool {
-	switch state {
-	case "succeeded", "failed", "canceled", "timed_out", "lost":
-		return true
-	}
-	return false
-}
-
 type auditLine map[string]any
 
 func (a auditLine) str(k string) string {
@@ -882,50 +880,10 @@ func readAudit(t *testing.T, path string, offset int64) ([]auditLine, []string, 
 // ---------------------------------------------------------------------------------------------
 // Small things
 
-// poll calls check every 50 ms until it returns true, failing t after timeout with the last
-// reason check gave.
-func poll(t *testing.T, timeout time.Duration, what string, check func() (bool, string)) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for {
-		ok, why := check()
-		if ok {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s: %s", timeout, what, why)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-}
-
-func writeSynced(path string, data []byte, mode os.FileMode) error {
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, mode)
-	if err != nil {
-		return err
-	}
-	if _, err := f.Write(data); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return err
-	}
-	return f.Close()
-}
-
 func syncDir(dir string) {
 	if d, err := os.Open(dir); err == nil {
 		d.Sync()
 		d.Close()
-	}
-}
-
-func must(t *testing.T, err error) {
-	t.Helper()
-	if err != nil {
-		t.Fatal(err)
 	}
 }
 

@@ -30,12 +30,20 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/cmesh/cmesh-run/test/itest"
+)
+
+// Helpers shared with the other integration suites.
+var (
+	phpString = itest.PHPString
 )
 
 const (
@@ -82,20 +90,11 @@ const fpmUnitFile = "/lib/systemd/system/php8.2-fpm.service"
 func missingPackages() []string {
 	var missing []string
 	for _, r := range required {
-		if _, err := os.Stat(r.file); err != nil && !contains(missing, r.pkg) {
+		if _, err := os.Stat(r.file); err != nil && !slices.Contains(missing, r.pkg) {
 			missing = append(missing, r.pkg)
 		}
 	}
 	return missing
-}
-
-func contains(list []string, s string) bool {
-	for _, x := range list {
-		if x == s {
-			return true
-		}
-	}
-	return false
 }
 
 // ensurePrerequisites installs what is missing (as root) and returns why the test cannot run,
@@ -331,7 +330,7 @@ func makeMemoryCgroup(t *testing.T, name string) string {
 	own := ""
 	b, _ := os.ReadFile("/proc/self/cgroup")
 	for _, l := range strings.Split(string(b), "\n") {
-		if f := strings.SplitN(l, ":", 3); len(f) == 3 && contains(strings.Split(f[1], ","), "memory") {
+		if f := strings.SplitN(l, ":", 3); len(f) == 3 && slices.Contains(strings.Split(f[1], ","), "memory") {
 			own = f[2]
 		}
 	}
@@ -358,7 +357,7 @@ func v1MemoryMount() (string, string) {
 	for _, l := range strings.Split(string(b), "\n") {
 		pre, post, ok := strings.Cut(l, " - ")
 		f, g := strings.Fields(pre), strings.Fields(post)
-		if ok && len(f) > 4 && len(g) > 2 && g[0] == "cgroup" && contains(strings.Split(g[2], ","), "memory") {
+		if ok && len(f) > 4 && len(g) > 2 && g[0] == "cgroup" && slices.Contains(strings.Split(g[2], ","), "memory") {
 			return unescapeMount(f[4]), unescapeMount(f[3])
 		}
 	}
@@ -591,7 +590,7 @@ func cleanStale(t *testing.T) {
 	for _, m := range mountsUnder(filepath.Join(os.TempDir())) {
 		if rel, err := filepath.Rel(os.TempDir(), m); err == nil && strings.HasPrefix(rel, tempPrefix) {
 			b := filepath.Join(os.TempDir(), strings.SplitN(rel, string(filepath.Separator), 2)[0])
-			if !contains(bases, b) {
+			if !slices.Contains(bases, b) {
 				bases = append(bases, b)
 			}
 		}
@@ -810,7 +809,7 @@ func mountsUnder(dir string) []string {
 }
 
 func isMountPoint(p string) bool {
-	return contains(mounts(), p)
+	return slices.Contains(mounts(), p)
 }
 
 // ---------------------------------------------------------------------------------------------

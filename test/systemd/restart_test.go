@@ -254,11 +254,6 @@ func phpNowdoc(s string) string {
 	return "<<<'EOS'\n" + s + "\nEOS"
 }
 
-// phpString returns s as a single-quoted PHP string.
-func phpString(s string) string {
-	return "'" + strings.NewReplacer(`\`, `\\`, `'`, `\'`).Replace(s) + "'"
-}
-
 // schedExecPage schedules the script the way most PHP code does: exec() of a shell command
 // line, the ID being the last line printed.
 func schedExecPage(script string) string {
