@@ -2,7 +2,7 @@
 """make bench: cmesh-run measured side by side with what users would use
 otherwise (at, nq, task-spooler, a bare exec), medians of N runs, with the
 ratios the project targets. Prints a Markdown table for docs/benchmarks.md."""
-import json, os, platform, resource, shutil, statistics, subprocess, sys, tempfile, time
+import json, os, platform, shutil, statistics, subprocess, sys, tempfile, time
 from concurrent.futures import ThreadPoolExecutor
 
 N = int(os.environ.get("BENCH_N", "21"))
@@ -48,11 +48,12 @@ def cm_done(state):
 
 
 def peak_rss_mib(argv, env=None):
-    """Peak RSS of one run of argv, from the kernel's accounting."""
-    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    p = subprocess.Popen(argv, env=env or CLEAN, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    _, _, ru = os.wait4(p.pid, 0)
-    return ru.ru_maxrss / 1024
+    """Peak RSS of one run of argv, as GNU time reads it from the kernel
+    (wait4). Not from this process's own wait4: a child forked from
+    Python counts Python's pages until it execs."""
+    p = subprocess.run(["/usr/bin/time", "-f", "%M", *argv], env=env or CLEAN,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    return int(p.stderr.strip().splitlines()[-1]) / 1024
 
 
 def row(what, ms, ratio="", target="", ok=None):

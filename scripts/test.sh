@@ -43,7 +43,7 @@ export CMESH_RUN_BIN=$PWD/cmesh-run
 step "packages"
 need_pkgs /usr/bin/at at php-fpm8.2 php-fpm /usr/bin/php php-cli cgi-fcgi libfcgi-bin \
 	sudo sudo supervisord supervisor systemd-nspawn systemd-container mandoc mandoc \
-	nginx nginx chromium chromium chromedriver chromium-driver ||
+	nginx nginx chromium chromium chromedriver chromium-driver man man-db systemctl systemd ||
 	echo "!!!!!!!! could not install every package (not root, or no mirror); suites that need them will SKIP !!!!!!!!"
 if ensure_atd; then
 	run "integration: at" go test -tags integration -count=1 -timeout 20m -v ./test/integration/ 
