@@ -215,6 +215,19 @@ keeps them.
 Offsets of
 .B log \-\-offset
 count bytes of the file, markers included.
+.PP
+No byte of the job comes before its start marker: the job's program is
+held until the marker is written.
+The wrapper starts it as a traced child, which the kernel stops at its
+.BR execve (2),
+before the program's first instruction, and then detaches from it; nothing
+traces the job after that.
+Where that cannot be done (a nice value or limits to set, a set\-ID
+program or one with file capabilities, tracing not allowed, as with
+.I kernel.yama.ptrace_scope
+2 or 3), a small
+.B cmesh\-run _exec
+process holds it instead, one process start more.
 .SH THE JOB'S ENVIRONMENT
 Clean by default:
 .B PATH

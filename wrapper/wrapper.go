@@ -188,14 +188,14 @@ func (w *wrap) run() int {
 // attempt starts the job under the held lock, releases it, and supervises
 // the job until it has ended.
 func (w *wrap) attempt(lock *os.File, rec *status.Record) outcome {
-	cmd, release, err := w.start()
+	job, err := w.startHeld()
 	if err != nil {
 		status.Unlock(lock)
 		fmt.Fprintf(w.out, "cmesh-run: cannot start job: %v\n", err)
 		return outcome{exit: status.Ptr(126), started: true}
 	}
 	offset, _ := w.out.Seek(0, io.SeekEnd)
-	pid := cmd.Process.Pid
+	pid := job.pid
 	now := time.Now().UTC()
 	start := status.Marker{Kind: "start", Attempt: rec.Attempt, PID: pid, Time: now}
 	_, err = w.out.Write(start.Format(rec.Nonce))
@@ -205,7 +205,7 @@ func (w *wrap) attempt(lock *os.File, rec *status.Record) outcome {
 	}
 	if err != nil {
 		_ = syscall.Kill(pid, syscall.SIGKILL)
-		release.Close()
+		job.release()
 		status.Unlock(lock)
 		w.reap(pid)
 		return outcome{exit: status.Ptr(126), started: true}
@@ -220,7 +220,7 @@ func (w *wrap) attempt(lock *os.File, rec *status.Record) outcome {
 	saveErr := w.st.Save(rec)
 	w.unclaim()
 	status.Unlock(lock)
-	release.Close() // the job may exec now
+	job.release() // the program may run now
 	if saveErr != nil {
 		fmt.Fprintf(os.Stderr, "cmesh-run: wrapper: %v\n", saveErr)
 	}
@@ -378,21 +378,23 @@ func (w *wrap) finish(lock *os.File, rec *status.Record, oc outcome) {
 	_ = w.st.SetActive(w.id, false)
 }
 
-// start launches `cmesh-run _exec`, held on a pipe until release is
-// closed. It runs in a new session, so it has no controlling terminal and
-// its process group is the job's for signals.
-func (w *wrap) start() (*exec.Cmd, *os.File, error) {
+// startExec launches `cmesh-run _exec`, held on a pipe until release
+// closes it; _exec then sets nice and limits, moves to the workdir, finds
+// the program in the job's PATH and becomes it, or says why it cannot. It
+// runs in a new session, so it has no controlling terminal and its process
+// group is the job's for signals.
+func (w *wrap) startExec() (heldJob, error) {
 	exe, err := os.Executable()
 	if err != nil {
-		return nil, nil, err
+		return heldJob{}, err
 	}
 	hold, release, err := os.Pipe()
 	if err != nil {
-		return nil, nil, err
+		return heldJob{}, err
 	}
 	null, err := os.Open(os.DevNull)
 	if err != nil {
-		return nil, nil, err
+		return heldJob{}, err
 	}
 	defer null.Close()
 	args := []string{"cmesh-run", "_exec", "--workdir", w.spec.Workdir}
@@ -418,7 +420,7 @@ func (w *wrap) start() (*exec.Cmd, *os.File, error) {
 	hold.Close()
 	if err != nil {
 		release.Close()
-		return nil, nil, err
+		return heldJob{}, err
 	}
-	return cmd, release, nil
+	return heldJob{pid: cmd.Process.Pid, release: func() { release.Close() }}, nil
 }

@@ -107,3 +107,65 @@ func TestNoInheritedDescriptors(t *testing.T) {
 		}
 	}
 }
+
+// The job's program starts stopped at its exec, held by the wrapper as
+// its tracer, unless that would cost it privileges: a set-user-ID program
+// run by a non-root user keeps them (the kernel does not grant set-ID bits
+// to a traced exec, so such a program goes through _exec).
+func TestSetuidProgramKeepsItsPrivileges(t *testing.T) {
+	t.Parallel()
+	dir, err := os.MkdirTemp("/tmp", "cmesh-run-suid")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	os.Chmod(dir, 0o777)
+	var fs syscall.Statfs_t
+	if err := syscall.Statfs(dir, &fs); err != nil || fs.Flags&0x2 != 0 { // ST_NOSUID
+		t.Skipf("%s is mounted nosuid: set-user-ID cannot be shown here", dir)
+	}
+	data, err := os.ReadFile("/usr/bin/id")
+	if err != nil {
+		t.Fatal(err)
+	}
+	plain, suid := dir+"/id-plain", dir+"/id-suid"
+	for _, p := range []string{plain, suid} {
+		if err := os.WriteFile(p, data, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := os.Chmod(suid, 0o755|os.ModeSetuid); err != nil {
+		t.Fatal(err)
+	}
+	b := nobodyBin(t)
+	state := dir + "/state"
+	asNobody := func(args ...string) string {
+		cmd := exec.Command(b, append([]string{"--state-dir", state}, args...)...)
+		cmd.Dir = "/"
+		cmd.Env = []string{"PATH=/usr/bin:/bin", "HOME=/nonexistent", "CMESH_RUN_CONFIG=" + emptyConfig}
+		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534}}
+		out, err := cmd.Output()
+		if err != nil {
+			t.Fatalf("as nobody: cmesh-run %v: %v", args, err)
+		}
+		return strings.TrimSpace(string(out))
+	}
+	for _, c := range []struct{ prog, want string }{{plain, "65534"}, {suid, "0"}} {
+		id := asNobody("schedule", "--backend", "direct", "--workdir", "/", "--", c.prog, "-u")
+		deadline := time.Now().Add(startDeadline)
+		for {
+			var j job
+			json.Unmarshal([]byte(asNobody("status", "--json", id)), &j)
+			if j.State == "succeeded" {
+				break
+			}
+			if finished[j.State] || time.Now().After(deadline) {
+				t.Fatalf("%s: state %s", c.prog, j.State)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+		if got := asNobody("log", id); got != c.want {
+			t.Errorf("%s -u run by nobody printed %q, want %q", c.prog, got, c.want)
+		}
+	}
+}
