@@ -19,11 +19,15 @@ run "gofmt" gofmt_clean
 run "go vet" go vet ./... 
 run "go vet (integration)" go vet -tags integration ./...
 run "unit tests (race)" go test -race -count=1 ./...
-run "fuzz: quoting round trip" go test -run '^$' -fuzz '^FuzzQuote$' -fuzztime 10s ./backend
-run "fuzz: marker parsing" go test -run '^$' -fuzz '^FuzzOutputRead$' -fuzztime 10s ./status
-run "fuzz: --command splitting" go test -run '^$' -fuzz '^FuzzCommandSplit$' -fuzztime 10s ./backend
-run "fuzz: config parsing" go test -run '^$' -fuzz '^FuzzParse$' -fuzztime 10s ./config
-run "fuzz: ID and name patterns" go test -run '^$' -fuzz '^FuzzIDAndNameMatchSpec$' -fuzztime 5s ./status
+# Fuzz budgets are counts of executions, not durations: Go 1.26's fuzzing
+# coordinator can report "context deadline exceeded" as a failure when a
+# -fuzztime duration ends while a worker is busy (go.dev/issue/75804); a
+# count has no deadline to race. Each is about 10 s on this kind of machine.
+run "fuzz: quoting round trip" go test -run '^$' -fuzz '^FuzzQuote$' -fuzztime 4000x -timeout 5m ./backend
+run "fuzz: marker parsing" go test -run '^$' -fuzz '^FuzzOutputRead$' -fuzztime 6000x -timeout 5m ./status
+run "fuzz: --command splitting" go test -run '^$' -fuzz '^FuzzCommandSplit$' -fuzztime 15000x -timeout 5m ./backend
+run "fuzz: config parsing" go test -run '^$' -fuzz '^FuzzParse$' -fuzztime 100000x -timeout 5m ./config
+run "fuzz: ID and name patterns" go test -run '^$' -fuzz '^FuzzIDAndNameMatchSpec$' -fuzztime 150000x -timeout 5m ./status
 run "build" make -s build
 
 man_check() {
