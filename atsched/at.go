@@ -120,6 +120,15 @@ func (a *At) Permitted() error {
 	return nil
 }
 
+// PermissionFile is the file that decides who may use at: at.allow when
+// it exists, else at.deny.
+func (a *At) PermissionFile() string {
+	if _, err := os.Stat(a.AllowFile); err == nil {
+		return a.AllowFile
+	}
+	return a.DenyFile
+}
+
 // PermissionKnown reports whether Permitted could read what decides: root
 // may always use at, and a user who cannot read at.allow or at.deny
 // (Debian keeps them root:daemon 0640) learns the answer only from at.
@@ -127,11 +136,7 @@ func (a *At) PermissionKnown() bool {
 	if a.UID == 0 {
 		return true
 	}
-	file := a.DenyFile
-	if _, err := os.Stat(a.AllowFile); err == nil {
-		file = a.AllowFile
-	}
-	f, err := os.Open(file)
+	f, err := os.Open(a.PermissionFile())
 	if err != nil {
 		return errors.Is(err, fs.ErrNotExist)
 	}

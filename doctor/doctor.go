@@ -102,17 +102,14 @@ func checkAt(e Env, add func(Check)) bool {
 		ok = false
 	}
 	name := "at allows " + a.User
-	file := a.DenyFile
-	if _, err := os.Stat(a.AllowFile); err == nil {
-		file = a.AllowFile
-	}
+	file := a.PermissionFile()
 	switch err := a.Permitted(); {
 	case err != nil:
 		add(Check{name, Fail, err.Error(), status.HintOf(err)})
 		ok = false
 	case a.UID == 0:
 		add(Check{name, OK, "root may always use at", ""})
-	case unix.Access(file, unix.R_OK) != nil && fileExists(file):
+	case !a.PermissionKnown():
 		add(Check{name, Warn, fmt.Sprintf("%s cannot read %s; the probe job below tells", a.User, file),
 			"as root: cmesh-run doctor (reads it), or grep -nx " + a.User + " " + file})
 	case file == a.AllowFile:
@@ -121,11 +118,6 @@ func checkAt(e Env, add func(Check)) bool {
 		add(Check{name, OK, "not listed in " + file, ""})
 	}
 	return ok
-}
-
-func fileExists(p string) bool {
-	_, err := os.Stat(p)
-	return err == nil
 }
 
 // webRoots are folders a web server may serve files from.

@@ -78,6 +78,17 @@ func TestNewestCoversEveryJobOnce(t *testing.T) {
 	if !slices.Equal(first, []string{want[0], want[1], want[2]}) {
 		t.Errorf("first three: %v", first)
 	}
+	// A state dir from before the index: a reader opens it and walks jobs/.
+	if err := os.RemoveAll(s.recentDir()); err != nil {
+		t.Fatal(err)
+	}
+	r, err := Open(s.Dir, false)
+	if err != nil {
+		t.Fatalf("Open without recent/: %v", err)
+	}
+	if got := newestAll(t, r); len(got) != n-1 || got[0] != want[0] {
+		t.Errorf("without the index: %d IDs, first %v", len(got), got[:1])
+	}
 }
 
 // A symlink planted as the index is never followed: schedule refuses to
@@ -88,13 +99,23 @@ func TestRecentIndexSymlinkNotFollowed(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// Planted after Open (which refuses a state dir whose folders were
+	// replaced), for both index folders.
 	elsewhere := t.TempDir()
-	if err := os.Symlink(elsewhere, filepath.Join(dir, "recent")); err != nil {
-		t.Fatal(err)
+	for _, index := range []string{"recent", "active"} {
+		if err := os.Remove(filepath.Join(dir, index)); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Symlink(elsewhere, filepath.Join(dir, index)); err != nil {
+			t.Fatal(err)
+		}
 	}
 	id := NewID(time.Now())
 	if err := s.AddRecent(id); err == nil {
 		t.Error("AddRecent wrote through a symlink")
+	}
+	if err := s.SetActive(id, true); err == nil {
+		t.Error("SetActive wrote through a symlink")
 	}
 	if entries, _ := os.ReadDir(elsewhere); len(entries) > 0 {
 		t.Errorf("files appeared behind the symlink: %v", entries)
@@ -102,5 +123,8 @@ func TestRecentIndexSymlinkNotFollowed(t *testing.T) {
 	makeJob(t, s, id, false)
 	if got := newestAll(t, s); !slices.Equal(got, []string{id}) {
 		t.Errorf("Newest with a planted index: %v", got)
+	}
+	if _, err := Open(dir, true); err == nil {
+		t.Error("Open took a state dir whose recent/ is a symlink")
 	}
 }

@@ -10,6 +10,8 @@ import (
 	"slices"
 	"strings"
 	"syscall"
+
+	"golang.org/x/sys/unix"
 )
 
 // Store is a state directory:
@@ -19,6 +21,8 @@ import (
 //	                   the job's lock (flock on a separate descriptor)
 //	DIR/active/ID      present while the job is not finished, so that an
 //	                   overview never has to read every record
+//	DIR/recent/ID      present for about the newest recentKeep jobs, so
+//	                   that a listing never has to read every name in jobs/
 type Store struct {
 	Dir string
 }
@@ -35,7 +39,7 @@ func Open(dir string, create bool) (*Store, error) {
 		return nil, err
 	}
 	s := &Store{Dir: abs}
-	for _, d := range []string{abs, s.jobsDir(), s.activeDir()} {
+	for _, d := range []string{abs, s.jobsDir(), s.activeDir(), s.recentDir()} {
 		st, err := os.Lstat(d)
 		switch {
 		case err == nil && d != abs && !st.IsDir():
@@ -46,6 +50,8 @@ func Open(dir string, create bool) (*Store, error) {
 			if err := mkdir(d); err != nil && !errors.Is(err, fs.ErrExist) {
 				return nil, stateDirError(abs, err)
 			}
+		case errors.Is(err, fs.ErrNotExist) && d == s.recentDir():
+			// A state dir from before the recent index: readers walk jobs/.
 		case errors.Is(err, fs.ErrNotExist):
 			return nil, Errorf(NotFound, "no state dir at %s", abs).
 				WithHint("schedule a job first, or pass the right --state-dir")
@@ -245,11 +251,22 @@ func (s *Store) SetActive(id string, on bool) error {
 		}
 		return err
 	}
-	f, err := openNoFollow(p, os.O_WRONLY|os.O_CREATE, fileMode)
+	return mark(s.activeDir(), id)
+}
+
+// mark creates the empty file name in dir, an index folder of the state
+// dir, through no symlink: neither the folder nor the file is followed.
+func mark(dir, name string) error {
+	d, err := unix.Open(dir, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
 	if err != nil {
-		return err
+		return &fs.PathError{Op: "open", Path: dir, Err: err}
 	}
-	return f.Close()
+	defer unix.Close(d)
+	f, err := unix.Openat(d, name, unix.O_WRONLY|unix.O_CREAT|unix.O_NOFOLLOW|unix.O_CLOEXEC, fileMode)
+	if err != nil {
+		return &fs.PathError{Op: "open", Path: filepath.Join(dir, name), Err: err}
+	}
+	return unix.Close(f)
 }
 
 // Remove deletes every file of job id.
@@ -281,21 +298,9 @@ func (s *Store) recentDir() string { return filepath.Join(s.Dir, "recent") }
 // newest recentKeep; trimming only ever drops the oldest entries, so that
 // rule holds whoever trims at the same time.
 func (s *Store) AddRecent(id string) error {
-	if fi, err := os.Lstat(s.recentDir()); err == nil && !fi.IsDir() {
-		return Errorf(Internal, "%s is not a directory", s.recentDir()).
-			WithHint("something replaced a folder of the state dir; move it away and retry")
-	}
-	p := filepath.Join(s.recentDir(), id)
-	f, err := openNoFollow(p, os.O_WRONLY|os.O_CREATE, fileMode)
-	if errors.Is(err, fs.ErrNotExist) {
-		if err = mkdir(s.recentDir()); err == nil || errors.Is(err, fs.ErrExist) {
-			f, err = openNoFollow(p, os.O_WRONLY|os.O_CREATE, fileMode)
-		}
-	}
-	if err != nil {
+	if err := mark(s.recentDir(), id); err != nil {
 		return err
 	}
-	f.Close()
 	if strings.HasSuffix(id, "0") {
 		if ids, err := s.names(s.recentDir(), ""); err == nil && len(ids) > recentKeep {
 			for _, old := range ids[recentKeep:] {
