@@ -864,17 +864,7 @@ func jobProcesses(pid int) []int {
 // reason check gave.
 func poll(t *testing.T, timeout time.Duration, what string, check func() (bool, string)) {
 	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for {
-		ok, why := check()
-		if ok {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s: %s", timeout, what, why)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+	itest.PollEvery(t, 100*time.Millisecond, timeout, what, check)
 }
 
 // progressJob is a build-like job: n lines, one each 0.1 s.

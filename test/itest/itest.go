@@ -33,6 +33,12 @@ func Must(t *testing.T, err error) {
 // out.
 func Poll(t *testing.T, timeout time.Duration, what string, check func() (bool, string)) {
 	t.Helper()
+	PollEvery(t, 50*time.Millisecond, timeout, what, check)
+}
+
+// PollEvery is Poll with check called every interval.
+func PollEvery(t *testing.T, interval, timeout time.Duration, what string, check func() (bool, string)) {
+	t.Helper()
 	deadline := time.Now().Add(timeout)
 	for {
 		ok, why := check()
@@ -42,7 +48,7 @@ func Poll(t *testing.T, timeout time.Duration, what string, check func() (bool, 
 		if time.Now().After(deadline) {
 			t.Fatalf("timed out after %v waiting for %s: %s", timeout, what, why)
 		}
-		time.Sleep(50 * time.Millisecond)
+		time.Sleep(interval)
 	}
 }
 

@@ -359,10 +359,17 @@ func checkAtNow(t *testing.T, span string) {
 	ok = true
 }
 
-func checkMakeMan(t *testing.T, span string) {
+// makeDryRun runs the span's make command with -n from the repo root:
+// what it would do, without doing it.
+func makeDryRun(t *testing.T, span string) result {
+	t.Helper()
 	genv, goDir := goEnv(t)
 	args := strings.Fields(mustReplace(t, span, "make", "make -n"))
-	r := execIn(t, repoRoot, append(genv, "PATH="+goDir+":"+stdPath), deadline, "", args...)
+	return execIn(t, repoRoot, append(genv, "PATH="+goDir+":"+stdPath), deadline, "", args...)
+}
+
+func checkMakeMan(t *testing.T, span string) {
+	r := makeDryRun(t, span)
 	if r.code != 0 || !strings.Contains(r.stdout, "./cmesh-run _man > man/cmesh-run.1") {
 		t.Errorf("make -n man: exit %d, does not write the man page from the binary:\n%s%s", r.code, r.stdout, r.stderr)
 	}
@@ -374,9 +381,7 @@ func checkMakeMan(t *testing.T, span string) {
 }
 
 func checkMakeBench(t *testing.T, span string) {
-	genv, goDir := goEnv(t)
-	args := strings.Fields(mustReplace(t, span, "make", "make -n"))
-	r := execIn(t, repoRoot, append(genv, "PATH="+goDir+":"+stdPath), deadline, "", args...)
+	r := makeDryRun(t, span)
 	if r.code != 0 || !strings.Contains(r.stdout, "bash scripts/bench.sh") {
 		t.Errorf("make -n bench: exit %d, does not run scripts/bench.sh:\n%s%s", r.code, r.stdout, r.stderr)
 	}
