@@ -179,12 +179,13 @@ func findUser(file, user string) (int, error) {
 	return 0, nil
 }
 
-var jobLine = regexp.MustCompile(`(?m)^job (\d+) at `)
+// Compiled on first use: only schedule and doctor read at's output.
+var jobLine = sync.OnceValue(func() *regexp.Regexp { return regexp.MustCompile(`(?m)^job (\d+) at `) })
 
 // ParseJobNumber finds at's job number in what at printed on stderr
 // ("warning: commands will be executed using /bin/sh\njob 12 at ...").
 func ParseJobNumber(stderr []byte) (string, bool) {
-	m := jobLine.FindSubmatch(stderr)
+	m := jobLine().FindSubmatch(stderr)
 	if m == nil {
 		return "", false
 	}

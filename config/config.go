@@ -10,6 +10,7 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/BurntSushi/toml"
@@ -94,18 +95,20 @@ type Profile struct {
 	AllowEnv []string          `toml:"allow_env"`
 }
 
-var placeholder = regexp.MustCompile(`\{([A-Za-z_][A-Za-z0-9_]*)\}`)
+// The patterns are compiled on first use, not at start: most commands load no
+// config at all and should not pay for them.
+var placeholder = sync.OnceValue(func() *regexp.Regexp { return regexp.MustCompile(`\{([A-Za-z_][A-Za-z0-9_]*)\}`) })
 
 // Substitute replaces every {key} in s by args[key].
 func Substitute(s string, args map[string]string) string {
-	return placeholder.ReplaceAllStringFunc(s, func(m string) string { return args[m[1:len(m)-1]] })
+	return placeholder().ReplaceAllStringFunc(s, func(m string) string { return args[m[1:len(m)-1]] })
 }
 
 // Placeholders lists the {keys} of the profile's command and name.
 func (p Profile) Placeholders() []string {
 	var out []string
 	for _, w := range append(append([]string{}, p.Command...), p.Name) {
-		for _, m := range placeholder.FindAllStringSubmatch(w, -1) {
+		for _, m := range placeholder().FindAllStringSubmatch(w, -1) {
 			out = append(out, m[1])
 		}
 	}
@@ -124,7 +127,7 @@ func (p Profile) check(name string, data []byte) error {
 		return fmt.Errorf("line %d: key \"profiles.%s.command\": must name a program", at("command"), name)
 	}
 	for k, pat := range p.Args {
-		if !envName.MatchString(k) {
+		if !envName().MatchString(k) {
 			return fmt.Errorf("line %d: key \"profiles.%s.args.%s\": not a valid argument name", lineOf(data, k), name, k)
 		}
 		if _, err := Pattern(pat); err != nil {
@@ -140,7 +143,7 @@ func (p Profile) check(name string, data []byte) error {
 		return fmt.Errorf("line %d: key \"profiles.%s.workdir\": must be an absolute path", lineOf(data, "workdir"), name)
 	}
 	for k := range p.Env {
-		if !envName.MatchString(k) {
+		if !envName().MatchString(k) {
 			return fmt.Errorf("line %d: key \"profiles.%s.env.%s\": not a valid variable name", lineOf(data, k), name, k)
 		}
 	}
@@ -150,9 +153,9 @@ func (p Profile) check(name string, data []byte) error {
 	return nil
 }
 
-var decodeErr = regexp.MustCompile(`(?s)^toml: line (\d+)(.*)$`)
+var decodeErr = sync.OnceValue(func() *regexp.Regexp { return regexp.MustCompile(`(?s)^toml: line (\d+)(.*)$`) })
 
-var envName = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
+var envName = sync.OnceValue(func() *regexp.Regexp { return regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`) })
 
 // Load reads path. A missing file is an error only when required.
 func Load(path string, required bool) (*Config, error) {
@@ -188,7 +191,7 @@ func Parse(data []byte, c *Config) error {
 		}
 		// Type mismatches come as plain errors: "toml: line 2 (last key
 		// "x"): type mismatch ...", sometimes without the line.
-		if m := decodeErr.FindStringSubmatch(err.Error()); m != nil {
+		if m := decodeErr().FindStringSubmatch(err.Error()); m != nil {
 			return fmt.Errorf("line %s: %s", m[1], strings.TrimPrefix(strings.TrimSpace(m[2]), ": "))
 		}
 		msg := strings.TrimPrefix(err.Error(), "toml: ")
@@ -212,7 +215,7 @@ func Parse(data []byte, c *Config) error {
 		}
 	}
 	for k := range c.Env {
-		if !envName.MatchString(k) {
+		if !envName().MatchString(k) {
 			return fmt.Errorf("line %d: key \"env.%s\": not a valid variable name", lineOf(data, k), k)
 		}
 	}
@@ -240,12 +243,12 @@ func lineOf(data []byte, key string) int {
 	return 0
 }
 
-var lastKey = regexp.MustCompile(`\(last key "(.*)"\)`)
+var lastKey = sync.OnceValue(func() *regexp.Regexp { return regexp.MustCompile(`\(last key "(.*)"\)`) })
 
 // keyLine guesses the line of the key an error names: the line of its
 // last part, else of its table, else 1.
 func keyLine(data []byte, msg string) int {
-	m := lastKey.FindStringSubmatch(msg)
+	m := lastKey().FindStringSubmatch(msg)
 	if m == nil {
 		return 1
 	}
@@ -292,4 +295,4 @@ func unwrap(err error) error {
 }
 
 // EnvName reports whether name can be an environment variable's name.
-func EnvName(name string) bool { return envName.MatchString(name) }
+func EnvName(name string) bool { return envName().MatchString(name) }

@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 
 	"github.com/sirupsen/logrus"
 	"github.com/urfave/cli/v2"
@@ -37,6 +38,7 @@ type app struct {
 	jsonOut        bool // the running command was asked for --json
 	mode           policy.Mode
 	auditLog       *logrus.Logger
+	st             *status.Store // opened once: log and cancel read a record, then its output
 }
 
 // New builds the command line. Output goes to stdout and stderr.
@@ -191,6 +193,9 @@ func defaultStateDir(cfg *config.Config) string {
 // gets the config's group and the setgid bit, so that everything below it
 // is readable by that group (the web user's, typically).
 func (a *app) store(create bool) (*status.Store, error) {
+	if a.st != nil {
+		return a.st, nil
+	}
 	if create && a.cfg.Group != "" {
 		if _, err := os.Stat(a.stateDir); os.IsNotExist(err) {
 			g, err := user.LookupGroup(a.cfg.Group)
@@ -204,7 +209,11 @@ func (a *app) store(create bool) (*status.Store, error) {
 			}
 		}
 	}
-	return status.Open(a.stateDir, create)
+	st, err := status.Open(a.stateDir, create)
+	if err == nil {
+		a.st = st
+	}
+	return st, err
 }
 
 // caller is who runs cmesh-run, as the job will run.
@@ -294,12 +303,14 @@ func (a *app) absStateDir() string {
 // probe returns the check a reader applies to queued jobs: the probe of
 // the backend that took each job.
 func (a *app) probe() status.Probe {
-	who := currentCaller()
+	// Looked up only when a queued job needs a probe: most reads are of
+	// jobs that started, and the lookup reads /etc/passwd twice.
+	who := sync.OnceValue(currentCaller)
 	probes := map[string]status.Probe{}
 	return func(r *status.Record) (bool, error) {
 		p, ok := probes[r.Backend]
 		if !ok {
-			if be, err := a.backendFor(r.Backend, who); err == nil && r.Backend != "auto" {
+			if be, err := a.backendFor(r.Backend, who()); err == nil && r.Backend != "auto" {
 				p = be.Probe()
 			}
 			probes[r.Backend] = p

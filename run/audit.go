@@ -1,7 +1,6 @@
 package run
 
 import (
-	"log/syslog"
 	"os"
 	"strconv"
 	"strings"
@@ -48,7 +47,7 @@ func (d debugWriter) Write(p []byte) (int, error) {
 }
 
 func syslogOr(a *app) interface{ Write([]byte) (int, error) } {
-	if w, err := syslog.New(syslog.LOG_INFO|syslog.LOG_AUTHPRIV, "cmesh-run"); err == nil {
+	if w, err := dialSyslog(syslogSockets, logAuthprivInfo, "cmesh-run"); err == nil {
 		return w
 	}
 	return debugWriter{a.log}

@@ -1,0 +1,54 @@
+package run
+
+import (
+	"os"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+)
+
+// syslogWriter sends each audit line to the local syslog daemon as
+// log/syslog does (RFC 3164 over /dev/log). log/syslog imports package
+// net, whose initialisation every command paid at start (about 0.2 ms
+// of a 2.5 ms run), for one datagram that only schedule and cancel send.
+type syslogWriter struct {
+	fd       int
+	priority int
+	tag      string
+}
+
+// syslogSockets are where the local daemon listens, in log/syslog's order.
+var syslogSockets = []string{"/dev/log", "/var/run/syslog", "/var/run/log"}
+
+const logAuthprivInfo = 10<<3 | 6 // facility authpriv, severity info
+
+func dialSyslog(sockets []string, priority int, tag string) (*syslogWriter, error) {
+	var err error
+	for _, path := range sockets {
+		for _, typ := range []int{syscall.SOCK_DGRAM, syscall.SOCK_STREAM} {
+			var fd int
+			fd, err = syscall.Socket(syscall.AF_UNIX, typ|syscall.SOCK_CLOEXEC, 0)
+			if err != nil {
+				continue
+			}
+			if err = syscall.Connect(fd, &syscall.SockaddrUnix{Name: path}); err != nil {
+				syscall.Close(fd)
+				continue
+			}
+			return &syslogWriter{fd: fd, priority: priority, tag: tag}, nil
+		}
+	}
+	return nil, err
+}
+
+// Write sends p as one message: "<PRI>Mmm dd hh:mm:ss TAG[PID]: MSG\n".
+func (w *syslogWriter) Write(p []byte) (int, error) {
+	msg := strings.TrimRight(string(p), "\n")
+	line := "<" + strconv.Itoa(w.priority) + ">" + time.Now().Format(time.Stamp) + " " +
+		w.tag + "[" + strconv.Itoa(os.Getpid()) + "]: " + msg + "\n"
+	if _, err := syscall.Write(w.fd, []byte(line)); err != nil {
+		return 0, err
+	}
+	return len(p), nil
+}
