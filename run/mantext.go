@@ -222,6 +222,12 @@ The wrapper starts it as a traced child, which the kernel stops at its
 .BR execve (2),
 before the program's first instruction, and then detaches from it; nothing
 traces the job after that.
+The record says
+.B running
+a moment later: the wrapper writes it while the program already runs,
+holding the job's lock, so that a
+.B cancel
+waits for it.
 Where that cannot be done (a nice value or limits to set, a set\-ID
 program or one with file capabilities, tracing not allowed, as with
 .I kernel.yama.ptrace_scope

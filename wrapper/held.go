@@ -2,7 +2,6 @@ package wrapper
 
 import (
 	"os"
-	"os/exec"
 	"path/filepath"
 	"runtime"
 	"strings"
@@ -52,21 +51,19 @@ func (w *wrap) startTraced(path string) (heldJob, bool) {
 	// Every ptrace request must come from the thread that started the
 	// child: this goroutine keeps it until release.
 	runtime.LockOSThread()
-	cmd := &exec.Cmd{
-		Path:        path,
-		Args:        w.argv,
-		Env:         w.spec.Env,
-		Dir:         w.spec.Workdir,
-		Stdin:       null,
-		Stdout:      w.out,
-		Stderr:      w.out,
-		SysProcAttr: &syscall.SysProcAttr{Setsid: true, Ptrace: true},
-	}
-	if err := cmd.Start(); err != nil {
+	// syscall.ForkExec, not os/exec: the first os.StartProcess of a
+	// process probes pidfd support by starting and reaping a child of its
+	// own, a process start on the way to every job's first instruction.
+	pid, err := syscall.ForkExec(path, w.argv, &syscall.ProcAttr{
+		Dir:   w.spec.Workdir,
+		Env:   w.spec.Env,
+		Files: []uintptr{null.Fd(), w.out.Fd(), w.out.Fd()},
+		Sys:   &syscall.SysProcAttr{Setsid: true, Ptrace: true},
+	})
+	if err != nil {
 		runtime.UnlockOSThread()
 		return heldJob{}, false
 	}
-	pid := cmd.Process.Pid
 	var ws syscall.WaitStatus
 	for {
 		_, err = syscall.Wait4(pid, &ws, syscall.WALL, nil)

@@ -217,10 +217,13 @@ func (w *wrap) attempt(lock *os.File, rec *status.Record) outcome {
 		rec.StartedAt = &now
 	}
 	rec.StartOffset = offset
+	// The program may run once its marker is written; the running record
+	// (an fsync) follows while it runs. The lock stays held until then, so
+	// a cancel or a retry decision never reads the queued record.
+	job.release()
 	saveErr := w.st.Save(rec)
 	w.unclaim()
 	status.Unlock(lock)
-	job.release() // the program may run now
 	if saveErr != nil {
 		fmt.Fprintf(os.Stderr, "cmesh-run: wrapper: %v\n", saveErr)
 	}
