@@ -135,7 +135,10 @@ func (o *Output) Tail(n int, raw bool) ([]byte, error) {
 	}
 	var pieces [][]byte
 	total, lines := 0, 0
-	chunk := int64(64 << 10)
+	// 16 KiB holds 100 lines of typical build output; a first read any
+	// larger only costs page faults of its buffers in a command that lives
+	// a few milliseconds.
+	chunk := int64(16 << 10)
 	pos := size
 	lastByte := byte(0)
 	for pos > 0 {
@@ -162,9 +165,14 @@ func (o *Output) Tail(n int, raw bool) ([]byte, error) {
 		}
 		chunk = min(chunk*2, 8<<20)
 	}
-	all := make([]byte, 0, total)
-	for i := len(pieces) - 1; i >= 0; i-- {
-		all = append(all, pieces[i]...)
+	var all []byte
+	if len(pieces) == 1 {
+		all = pieces[0]
+	} else {
+		all = make([]byte, 0, total)
+		for i := len(pieces) - 1; i >= 0; i-- {
+			all = append(all, pieces[i]...)
+		}
 	}
 	// Cut after the newline that ends the line before the last n.
 	end := len(all)
