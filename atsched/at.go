@@ -197,15 +197,7 @@ func ParseJobNumber(stderr []byte) (string, bool) {
 // wrapper moves to the job's workdir itself. -M: the wrapper sends
 // everything to the output file, nothing is left to mail.
 func (a *At) Submit(j backend.Job) (string, error) {
-	cmd := exec.Command(a.At, "-M", "now")
-	cmd.Env = cleanEnv
-	cmd.Dir = "/"
-	cmd.Stdin = bytes.NewReader(j.Script())
-	var stderr bytes.Buffer
-	cmd.Stdout = &stderr
-	cmd.Stderr = &stderr
-	err := cmd.Run()
-	out := stderr.Bytes()
+	out, err := backend.RunInput(a.At, []string{a.At, "-M", "now"}, cleanEnv, j.Script())
 	ref, ok := ParseJobNumber(out)
 	msg := strings.TrimSpace(lastLine(out))
 	if err != nil || !ok {

@@ -3,9 +3,7 @@ package backend
 import (
 	"fmt"
 	"os"
-	"os/exec"
 	"strconv"
-	"syscall"
 
 	"golang.org/x/sys/unix"
 )
@@ -70,28 +68,20 @@ func Detach(script []byte) (int, error) {
 	if err != nil {
 		return 0, err
 	}
-	cmd := &exec.Cmd{
-		Path:        "/bin/sh",
-		Args:        []string{"sh", "-s"},
-		Env:         []string{"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"},
-		Dir:         "/",
-		Stdin:       r,
-		Stdout:      null,
-		Stderr:      null,
-		SysProcAttr: &syscall.SysProcAttr{Setsid: true},
-	}
-	err = cmd.Start()
+	pid, err := Spawn("/bin/sh", []string{"sh", "-s"},
+		[]string{"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"},
+		"/", []*os.File{r, null, null}, true)
 	r.Close()
 	if err != nil {
 		w.Close()
 		return 0, fmt.Errorf("detach: %v", err)
 	}
 	// A caller that lives on (the spool worker) must not collect zombies.
-	go func() { _ = cmd.Wait() }()
+	go func() { _ = Wait(pid) }()
 	_, err = w.Write(script)
 	w.Close()
 	if err != nil {
 		return 0, fmt.Errorf("detach: writing the script to sh: %v", err)
 	}
-	return cmd.Process.Pid, nil
+	return pid, nil
 }

@@ -1,0 +1,84 @@
+package backend
+
+import (
+	"fmt"
+	"io"
+	"os"
+	"syscall"
+)
+
+// Spawn and RunInput start programs with syscall.ForkExec rather than
+// os/exec: the first os/exec start in a process also starts and reaps a
+// probe child (whether pidfds work), and schedule starts one program on
+// its caller's path (at, or sh for direct), where that probe was a
+// tenth of a millisecond or more.
+
+// Spawn starts path with argv and env in dir, with files as its
+// descriptors 0, 1, 2, in a session of its own when setsid is set.
+func Spawn(path string, argv, env []string, dir string, files []*os.File, setsid bool) (int, error) {
+	fds := make([]uintptr, len(files))
+	for i, f := range files {
+		fds[i] = f.Fd()
+	}
+	return syscall.ForkExec(path, argv, &syscall.ProcAttr{
+		Dir: dir, Env: env, Files: fds, Sys: &syscall.SysProcAttr{Setsid: setsid},
+	})
+}
+
+// Wait waits for child pid to end and returns an error like os/exec's
+// when it did not exit 0.
+func Wait(pid int) error {
+	var ws syscall.WaitStatus
+	for {
+		_, err := syscall.Wait4(pid, &ws, 0, nil)
+		if err == syscall.EINTR {
+			continue
+		}
+		if err != nil {
+			return err
+		}
+		break
+	}
+	switch {
+	case ws.Signaled():
+		return fmt.Errorf("signal: %v", ws.Signal())
+	case ws.ExitStatus() != 0:
+		return fmt.Errorf("exit status %d", ws.ExitStatus())
+	}
+	return nil
+}
+
+// RunInput runs path in / with stdin as its standard input and returns
+// what it wrote to standard output and error together.
+func RunInput(path string, argv, env []string, stdin []byte) ([]byte, error) {
+	inR, inW, err := os.Pipe()
+	if err != nil {
+		return nil, err
+	}
+	outR, outW, err := os.Pipe()
+	if err != nil {
+		inR.Close()
+		inW.Close()
+		return nil, err
+	}
+	pid, err := Spawn(path, argv, env, "/", []*os.File{inR, outW, outW}, false)
+	inR.Close()
+	outW.Close()
+	if err != nil {
+		inW.Close()
+		outR.Close()
+		return nil, err
+	}
+	// A script larger than the pipe's buffer is written while the
+	// program reads it.
+	go func() {
+		_, _ = inW.Write(stdin)
+		inW.Close()
+	}()
+	out, rerr := io.ReadAll(outR)
+	outR.Close()
+	if err := Wait(pid); err != nil {
+		return out, err
+	}
+	return out, rerr
+}
