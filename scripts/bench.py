@@ -2,7 +2,7 @@
 """make bench: cmesh-run measured side by side with what users would use
 otherwise (at, nq, task-spooler, a bare exec), medians of N runs, with the
 ratios the project targets. Prints a Markdown table for docs/benchmarks.md."""
-import json, os, platform, shutil, statistics, subprocess, sys, tempfile, time
+import json, os, platform, resource, shutil, statistics, subprocess, sys, tempfile, time
 from concurrent.futures import ThreadPoolExecutor
 
 N = int(os.environ.get("BENCH_N", "21"))
@@ -36,9 +36,9 @@ def quiet_median(argv, env=None, stdin=None, n=N, settle=None):
     return statistics.median(times)
 
 
-def at_idle(_=None):
+def at_idle(_=None, deadline=30):
     """Waits until at's queue is empty: the job at started has finished."""
-    deadline = time.time() + 30
+    deadline = time.time() + deadline
     while subprocess.run(["/usr/bin/atq"], capture_output=True).stdout.strip() and time.time() < deadline:
         time.sleep(0.005)
 
@@ -54,6 +54,17 @@ def peak_rss_mib(argv, env=None):
     p = subprocess.run(["/usr/bin/time", "-f", "%M", *argv], env=env or CLEAN,
                        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     return int(p.stderr.strip().splitlines()[-1]) / 1024
+
+
+def cpu_ms(argv, n=N):
+    """Median CPU time (user + system) of one run of argv."""
+    times = []
+    for _ in range(n):
+        ru0 = resource.getrusage(resource.RUSAGE_CHILDREN)
+        subprocess.run(argv, env=CLEAN, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        ru1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+        times.append((ru1.ru_utime + ru1.ru_stime - ru0.ru_utime - ru0.ru_stime) * 1000)
+    return statistics.median(times)
 
 
 def row(what, ms, ratio="", target="", ok=None):
@@ -114,6 +125,7 @@ def bench(work):
         f.write('package main\nimport "fmt"\nfunc main(){fmt.Println("hi")}\n')
     subprocess.run(["go", "build", "-o", hello, hello + ".go"], env=dict(os.environ, CGO_ENABLED="0"), check=True)
     hello_ms = quiet_median([hello])
+    hello_cpu = cpu_ms([hello])
     sh_ms = quiet_median(["/bin/sh", "-c", "true"])
     row("static hello-world Go binary", hello_ms)
     row("sh -c true", sh_ms)
@@ -218,18 +230,39 @@ def bench(work):
     worst = max(rss.values())
     row("peak RSS, worst command (MiB): " + ", ".join(f"{k} {v:.1f}" for k, v in rss.items()), f"{worst:.1f}", "", "≤ 20 MiB", worst <= 20)
 
+    def atd_children_ms():
+        """CPU time of the jobs atd has reaped so far: each job's sh and
+        what it ran (for cmesh-run: the wrapper and the program)."""
+        with open("/run/atd.pid") as f:
+            stat = open(f"/proc/{f.read().strip()}/stat").read().rsplit(")", 1)[1].split()
+        return (int(stat[13]) + int(stat[14])) * 1000 / os.sysconf("SC_CLK_TCK")
+
     def burst(argv_for, n=1000, callers=32):
+        """Wall time of n submits from callers threads, and CPU per job:
+        the caller's side (what the submit command ran, at included) and
+        atd's side (the job), counted once the queue has drained."""
+        at_idle()
+        ru0, atd0 = resource.getrusage(resource.RUSAGE_CHILDREN), atd_children_ms()
         t = time.perf_counter()
         with ThreadPoolExecutor(callers) as ex:
             codes = list(ex.map(lambda i: subprocess.run(argv_for(i), env=CLEAN, input=b"true\n", stdout=subprocess.PIPE, stderr=subprocess.DEVNULL).returncode, range(n)))
-        return (time.perf_counter() - t) * 1000, codes
-    at_ms, _ = burst(lambda i: ["/usr/bin/at", "-M", "now"])
-    cm_ms, codes = burst(lambda i: cm(f"{work}/burst", "schedule", "--", "true"))
+        wall = (time.perf_counter() - t) * 1000
+        ru1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+        at_idle(deadline=300)
+        caller = (ru1.ru_utime + ru1.ru_stime - ru0.ru_utime - ru0.ru_stime) * 1000 / n
+        return wall, codes, caller, (atd_children_ms() - atd0) / n
+    at_ms, _, at_caller, at_job = burst(lambda i: ["/usr/bin/at", "-M", "now"])
+    cm_ms, codes, cm_caller, cm_job = burst(lambda i: cm(f"{work}/burst", "schedule", "--", "true"))
     ids = set(os.path.splitext(n)[0] for n in os.listdir(f"{work}/burst/jobs") if n.endswith(".json"))
     valid = all(json.load(open(f"{work}/burst/jobs/{i}.json"))["id"] == i for i in ids)
     row("1,000 at now from 32 callers (wall)", at_ms)
     row("1,000 schedule from 32 callers (wall)", cm_ms, f"{cm_ms/at_ms:.2f}× at", "≤ 1.2×, none lost",
         cm_ms / at_ms <= 1.2 and codes.count(0) == 1000 and len(ids) == 1000 and valid)
+    # Why the burst costs what it costs: CPU per job on both sides, and
+    # the part of it that is two Go process starts (schedule, wrapper).
+    row(f"  CPU per job, submit side: at {at_caller:.2f}, schedule (with its at) {cm_caller:.2f}", cm_caller, f"{cm_caller/at_caller:.2f}× at")
+    row(f"  CPU per job, job side (atd's child: sh, then the program; cmesh-run: sh, wrapper, program): at {at_job:.2f}, cmesh-run {cm_job:.2f}", cm_job, f"{cm_job/at_job:.2f}× at")
+    row(f"  CPU of two hello-world Go starts (the floor of schedule + wrapper)", 2 * hello_cpu, f"{2*hello_cpu/(at_caller+at_job):.2f}× at's whole job")
 
 
 if __name__ == "__main__":
