@@ -403,6 +403,16 @@ they read
 .I jobs/
 only for older jobs.
 .TP
+.I STATE_DIR/entry
+an empty file; the names in
+.I active/
+and
+.I recent/
+are hard links to it, so that marking a job allocates no inode.
+Where a link is refused (another user's entry under
+.IR fs.protected_hardlinks ),
+the name is an empty file of its own.
+.TP
 .I /etc/at.allow, /etc/at.deny
 who may use at; Debian's at.deny lists www\-data.
 .SH EXIT STATUS

@@ -5,6 +5,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -126,5 +127,70 @@ func TestRecentIndexSymlinkNotFollowed(t *testing.T) {
 	}
 	if _, err := Open(dir, true); err == nil {
 		t.Error("Open took a state dir whose recent/ is a symlink")
+	}
+}
+
+// Index entries are hard links to the state dir's one empty entry file
+// (no inode of their own), and still plain empty files where a link is
+// refused; ending a job removes its name and nothing else.
+func TestIndexEntriesAreLinks(t *testing.T) {
+	dir := t.TempDir()
+	s, err := Open(dir, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	inode := func(p string) (uint64, os.FileInfo) {
+		t.Helper()
+		fi, err := os.Lstat(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return fi.Sys().(*syscall.Stat_t).Ino, fi
+	}
+	a, b := NewID(time.Now()), NewID(time.Now().Add(time.Second))
+	for _, id := range []string{a, b} {
+		if err := s.SetActive(id, true); err != nil {
+			t.Fatal(err)
+		}
+		if err := s.AddRecent(id); err != nil {
+			t.Fatal(err)
+		}
+	}
+	entry, fi := inode(filepath.Join(dir, "entry"))
+	if !fi.Mode().IsRegular() || fi.Size() != 0 {
+		t.Fatalf("entry: %v, %d bytes", fi.Mode(), fi.Size())
+	}
+	for _, p := range []string{"active/" + a, "active/" + b, "recent/" + a, "recent/" + b} {
+		if ino, _ := inode(filepath.Join(dir, p)); ino != entry {
+			t.Errorf("%s is inode %d, not a link to entry (%d)", p, ino, entry)
+		}
+	}
+	// Marking twice is fine; unmarking removes the name only.
+	if err := s.SetActive(a, true); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.SetActive(a, false); err != nil {
+		t.Fatal(err)
+	}
+	if ids, _ := s.ActiveIDs(); !slices.Equal(ids, []string{b}) {
+		t.Errorf("active after ending %s: %v", a, ids)
+	}
+	if _, fi := inode(filepath.Join(dir, "entry")); fi.Sys().(*syscall.Stat_t).Nlink != 4 {
+		t.Errorf("entry has %d links, want 4 (itself, active/b, recent/a, recent/b)", fi.Sys().(*syscall.Stat_t).Nlink)
+	}
+
+	// A link refused (here: entry replaced by a folder): an empty file.
+	if err := os.Remove(filepath.Join(dir, "entry")); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Mkdir(filepath.Join(dir, "entry"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	c := NewID(time.Now().Add(2 * time.Second))
+	if err := s.SetActive(c, true); err != nil {
+		t.Fatal(err)
+	}
+	if _, fi := inode(filepath.Join(dir, "active", c)); !fi.Mode().IsRegular() || fi.Size() != 0 {
+		t.Errorf("fallback entry: %v, %d bytes", fi.Mode(), fi.Size())
 	}
 }

@@ -23,6 +23,8 @@ import (
 //	                   overview never has to read every record
 //	DIR/recent/ID      present for about the newest recentKeep jobs, so
 //	                   that a listing never has to read every name in jobs/
+//	DIR/entry          empty; the names in active/ and recent/ are hard
+//	                   links to it
 type Store struct {
 	Dir string
 }
@@ -251,17 +253,39 @@ func (s *Store) SetActive(id string, on bool) error {
 		}
 		return err
 	}
-	return mark(s.activeDir(), id)
+	return s.mark(s.activeDir(), id)
 }
 
-// mark creates the empty file name in dir, an index folder of the state
-// dir, through no symlink: neither the folder nor the file is followed.
-func mark(dir, name string) error {
+// entryName is an empty file that every name in active/ and recent/ is a
+// hard link to. A link costs a directory entry; an empty file of its own
+// costs an inode to allocate and, when the job ends, to free, which on
+// some file systems is most of what marking a job costs. Where a link is
+// refused (an entry owned by another user under fs.protected_hardlinks,
+// the file system's limit of links), the name gets an empty file.
+const entryName = "entry"
+
+// mark enters name in dir, an index folder of the state dir, through no
+// symlink: neither the folder nor the new name is followed.
+func (s *Store) mark(dir, name string) error {
 	d, err := unix.Open(dir, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
 	if err != nil {
 		return &fs.PathError{Op: "open", Path: dir, Err: err}
 	}
 	defer unix.Close(d)
+	entry := filepath.Join(s.Dir, entryName)
+	for made := false; ; made = true {
+		err := unix.Linkat(unix.AT_FDCWD, entry, d, name, 0)
+		if err == nil || err == unix.EEXIST {
+			return nil
+		}
+		if err != unix.ENOENT || made {
+			break
+		}
+		// The state dir's first job: make the entry, then link again.
+		if f, err := unix.Open(entry, unix.O_WRONLY|unix.O_CREAT|unix.O_EXCL|unix.O_NOFOLLOW|unix.O_CLOEXEC, fileMode); err == nil {
+			unix.Close(f)
+		}
+	}
 	f, err := unix.Openat(d, name, unix.O_WRONLY|unix.O_CREAT|unix.O_NOFOLLOW|unix.O_CLOEXEC, fileMode)
 	if err != nil {
 		return &fs.PathError{Op: "open", Path: filepath.Join(dir, name), Err: err}
@@ -298,7 +322,7 @@ func (s *Store) recentDir() string { return filepath.Join(s.Dir, "recent") }
 // newest recentKeep; trimming only ever drops the oldest entries, so that
 // rule holds whoever trims at the same time.
 func (s *Store) AddRecent(id string) error {
-	if err := mark(s.recentDir(), id); err != nil {
+	if err := s.mark(s.recentDir(), id); err != nil {
 		return err
 	}
 	if strings.HasSuffix(id, "0") {
