@@ -14,6 +14,7 @@ import (
 // of a 2.5 ms run), for one datagram that only schedule and cancel send.
 type syslogWriter struct {
 	fd       int
+	sockets  []string
 	priority int
 	tag      string
 }
@@ -24,7 +25,15 @@ var syslogSockets = []string{"/dev/log", "/var/run/syslog", "/var/run/log"}
 const logAuthprivInfo = 10<<3 | 6 // facility authpriv, severity info
 
 func dialSyslog(sockets []string, priority int, tag string) (*syslogWriter, error) {
-	var err error
+	fd, err := dialSyslogFd(sockets)
+	if err != nil {
+		return nil, err
+	}
+	return &syslogWriter{fd: fd, sockets: sockets, priority: priority, tag: tag}, nil
+}
+
+func dialSyslogFd(sockets []string) (int, error) {
+	err := error(syscall.ENOENT)
 	for _, path := range sockets {
 		for _, typ := range []int{syscall.SOCK_DGRAM, syscall.SOCK_STREAM} {
 			var fd int
@@ -36,10 +45,10 @@ func dialSyslog(sockets []string, priority int, tag string) (*syslogWriter, erro
 				syscall.Close(fd)
 				continue
 			}
-			return &syslogWriter{fd: fd, priority: priority, tag: tag}, nil
+			return fd, nil
 		}
 	}
-	return nil, err
+	return -1, err
 }
 
 // Write sends p as one message: "<PRI>Mmm dd hh:mm:ss TAG[PID]: MSG\n".
@@ -48,7 +57,15 @@ func (w *syslogWriter) Write(p []byte) (int, error) {
 	line := "<" + strconv.Itoa(w.priority) + ">" + time.Now().Format(time.Stamp) + " " +
 		w.tag + "[" + strconv.Itoa(os.Getpid()) + "]: " + msg + "\n"
 	if _, err := syscall.Write(w.fd, []byte(line)); err != nil {
-		return 0, err
+		// The daemon restarted since (the spool worker lives for days):
+		// connect again, once, as log/syslog does.
+		syscall.Close(w.fd)
+		if w.fd, err = dialSyslogFd(w.sockets); err != nil {
+			return 0, err
+		}
+		if _, err := syscall.Write(w.fd, []byte(line)); err != nil {
+			return 0, err
+		}
 	}
 	return len(p), nil
 }

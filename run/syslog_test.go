@@ -77,6 +77,35 @@ func TestSyslogWriter(t *testing.T) {
 		}
 	})
 
+	t.Run("daemon restarted", func(t *testing.T) {
+		path := filepath.Join(dir, "restart")
+		listen := func() *net.UnixConn {
+			c, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: path, Net: "unixgram"})
+			if err != nil {
+				t.Fatal(err)
+			}
+			return c
+		}
+		old := listen()
+		w, err := dialSyslog([]string{path}, logAuthprivInfo, "cmesh-run")
+		if err != nil {
+			t.Fatal(err)
+		}
+		old.Close()
+		os.Remove(path)
+		c := listen()
+		defer c.Close()
+		if _, err := w.Write([]byte(`{"outcome":"started"}`)); err != nil {
+			t.Fatalf("Write after the daemon restarted: %v", err)
+		}
+		buf := make([]byte, 512)
+		c.SetReadDeadline(time.Now().Add(10 * time.Second))
+		n, err := c.Read(buf)
+		if err != nil || !want.Match(buf[:n]) {
+			t.Fatalf("the new daemon got %q, %v", buf[:n], err)
+		}
+	})
+
 	t.Run("no daemon", func(t *testing.T) {
 		if _, err := dialSyslog([]string{filepath.Join(dir, "missing")}, logAuthprivInfo, "cmesh-run"); err == nil {
 			t.Fatal("dialSyslog found a daemon at a path that does not exist")
