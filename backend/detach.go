@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"os"
 	"strconv"
+	"syscall"
 
 	"golang.org/x/sys/unix"
 )
@@ -70,7 +71,7 @@ func Detach(script []byte) (int, error) {
 	}
 	pid, err := Spawn("/bin/sh", []string{"sh", "-s"},
 		[]string{"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"},
-		"/", []*os.File{r, null, null}, true)
+		"/", []*os.File{r, null, null}, &syscall.SysProcAttr{Setsid: true})
 	r.Close()
 	if err != nil {
 		w.Close()

@@ -9,20 +9,19 @@ import (
 
 // Spawn and RunInput start programs with syscall.ForkExec rather than
 // os/exec: the first os/exec start in a process also starts and reaps a
-// probe child (whether pidfds work), and schedule starts one program on
-// its caller's path (at, or sh for direct), where that probe was a
-// tenth of a millisecond or more.
+// probe child (whether pidfds work), a process start on the way of
+// schedule's caller (at, or sh for direct) and of every job's program
+// (the wrapper's traced start).
 
 // Spawn starts path with argv and env in dir, with files as its
-// descriptors 0, 1, 2, in a session of its own when setsid is set.
-func Spawn(path string, argv, env []string, dir string, files []*os.File, setsid bool) (int, error) {
+// descriptors 0, 1, 2, and sys's attributes (a session of its own, being
+// traced).
+func Spawn(path string, argv, env []string, dir string, files []*os.File, sys *syscall.SysProcAttr) (int, error) {
 	fds := make([]uintptr, len(files))
 	for i, f := range files {
 		fds[i] = f.Fd()
 	}
-	return syscall.ForkExec(path, argv, &syscall.ProcAttr{
-		Dir: dir, Env: env, Files: fds, Sys: &syscall.SysProcAttr{Setsid: setsid},
-	})
+	return syscall.ForkExec(path, argv, &syscall.ProcAttr{Dir: dir, Env: env, Files: fds, Sys: sys})
 }
 
 // Wait waits for child pid to end and returns an error like os/exec's
@@ -61,7 +60,7 @@ func RunInput(path string, argv, env []string, stdin []byte) ([]byte, error) {
 		inW.Close()
 		return nil, err
 	}
-	pid, err := Spawn(path, argv, env, "/", []*os.File{inR, outW, outW}, false)
+	pid, err := Spawn(path, argv, env, "/", []*os.File{inR, outW, outW}, nil)
 	inR.Close()
 	outW.Close()
 	if err != nil {

@@ -8,6 +8,8 @@ import (
 	"syscall"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/cmesh/cmesh-run/backend"
 )
 
 // A job's process starts held: not one instruction of the program may run
@@ -51,15 +53,8 @@ func (w *wrap) startTraced(path string) (heldJob, bool) {
 	// Every ptrace request must come from the thread that started the
 	// child: this goroutine keeps it until release.
 	runtime.LockOSThread()
-	// syscall.ForkExec, not os/exec: the first os.StartProcess of a
-	// process probes pidfd support by starting and reaping a child of its
-	// own, a process start on the way to every job's first instruction.
-	pid, err := syscall.ForkExec(path, w.argv, &syscall.ProcAttr{
-		Dir:   w.spec.Workdir,
-		Env:   w.spec.Env,
-		Files: []uintptr{null.Fd(), w.out.Fd(), w.out.Fd()},
-		Sys:   &syscall.SysProcAttr{Setsid: true, Ptrace: true},
-	})
+	pid, err := backend.Spawn(path, w.argv, w.spec.Env, w.spec.Workdir, []*os.File{null, w.out, w.out},
+		&syscall.SysProcAttr{Setsid: true, Ptrace: true})
 	if err != nil {
 		runtime.UnlockOSThread()
 		return heldJob{}, false
