@@ -469,13 +469,8 @@ func (s *site) asWebUser(prog string, args ...string) (stdout, stderr string, ex
 	return o.String(), e.String(), exit
 }
 
-// job is the part of SPEC.md's job object that the test reads.
-type job struct {
-	ID       string `json:"id"`
-	State    string `json:"state"`
-	ExitCode *int   `json:"exit_code"`
-	PID      *int   `json:"pid"`
-}
+// job is SPEC.md's job object.
+type job = itest.Job
 
 // directStatus is the job as cmesh-run itself reports it, run as www-data.
 func (s *site) directStatus(id string) job {

@@ -607,24 +607,7 @@ func (e *env) call(req map[string]any, out any) apiResult {
 }
 
 // job is SPEC.md's job object.
-type job struct {
-	ID         string          `json:"id"`
-	Name       *string         `json:"name"`
-	State      string          `json:"state"`
-	ExitCode   *int            `json:"exit_code"`
-	Command    []string        `json:"command"`
-	Workdir    string          `json:"workdir"`
-	Backend    string          `json:"backend"`
-	BackendRef json.RawMessage `json:"backend_ref"`
-	User       string          `json:"user"`
-	PID        *int            `json:"pid"`
-	Attempt    int             `json:"attempt"`
-	CreatedAt  *string         `json:"created_at"`
-	StartedAt  *string         `json:"started_at"`
-	FinishedAt *string         `json:"finished_at"`
-	OutputPath string          `json:"output_path"`
-	Reused     bool            `json:"reused"`
-}
+type job struct{ itest.Job }
 
 func (j job) String() string {
 	b, _ := json.Marshal(j)
@@ -633,8 +616,10 @@ func (j job) String() string {
 
 // atJobNumber is backend_ref as at's job number, or -1.
 func (j job) atJobNumber() int {
-	s := strings.Trim(string(j.BackendRef), `"`)
-	n, err := strconv.Atoi(s)
+	if j.BackendRef == nil {
+		return -1
+	}
+	n, err := strconv.Atoi(*j.BackendRef)
 	if err != nil {
 		return -1
 	}

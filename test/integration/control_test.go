@@ -329,11 +329,7 @@ func TestMaxRunning(t *testing.T) {
 	type times struct{ created, started time.Time }
 	jobs := make([]times, len(ids))
 	for i, id := range ids {
-		created, err := time.Parse(time.RFC3339Nano, e.status(id).CreatedAt)
-		if err != nil {
-			t.Fatalf("%s: created_at: %v", id, err)
-		}
-		jobs[i] = times{created, startMarkerTime(t, e.raw(id))}
+		jobs[i] = times{e.status(id).CreatedAt, startMarkerTime(t, e.raw(id))}
 	}
 	for i, older := range jobs {
 		for j := i + 1; j < len(jobs); j++ {

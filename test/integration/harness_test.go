@@ -180,24 +180,8 @@ func (e *env) schedule(opts []string, argv ...string) string {
 	return lines[0]
 }
 
-type job struct {
-	ID         string   `json:"id"`
-	Name       *string  `json:"name"`
-	State      string   `json:"state"`
-	ExitCode   *int     `json:"exit_code"`
-	Signal     string   `json:"signal"`
-	Command    []string `json:"command"`
-	Workdir    string   `json:"workdir"`
-	Backend    string   `json:"backend"`
-	BackendRef *string  `json:"backend_ref"`
-	User       string   `json:"user"`
-	PID        *int     `json:"pid"`
-	Attempt    int      `json:"attempt"`
-	CreatedAt  string   `json:"created_at"`
-	StartedAt  *string  `json:"started_at"`
-	FinishedAt *string  `json:"finished_at"`
-	OutputPath string   `json:"output_path"`
-}
+// job is SPEC.md's job object.
+type job = itest.Job
 
 func (e *env) status(id string) job {
 	e.t.Helper()

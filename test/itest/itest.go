@@ -52,6 +52,32 @@ func PollEvery(t *testing.T, interval, timeout time.Duration, what string, check
 	}
 }
 
+// Job is SPEC.md's job object, as status, list and schedule print it with --json, with the
+// record's retries and timeout. A field a suite does not read costs it nothing; a time that is
+// not RFC 3339 fails the decoding.
+type Job struct {
+	ID          string     `json:"id"`
+	Name        *string    `json:"name"`
+	State       string     `json:"state"`
+	ExitCode    *int       `json:"exit_code"`
+	Signal      string     `json:"signal"`
+	Command     []string   `json:"command"`
+	Workdir     string     `json:"workdir"`
+	Backend     string     `json:"backend"`
+	BackendRef  *string    `json:"backend_ref"`
+	User        string     `json:"user"`
+	RequestedBy string     `json:"requested_by"`
+	PID         *int       `json:"pid"`
+	Attempt     int        `json:"attempt"`
+	Retries     int        `json:"retries"`
+	Timeout     string     `json:"timeout"`
+	CreatedAt   time.Time  `json:"created_at"`
+	StartedAt   *time.Time `json:"started_at"`
+	FinishedAt  *time.Time `json:"finished_at"`
+	OutputPath  string     `json:"output_path"`
+	Reused      bool       `json:"reused"`
+}
+
 // Finished reports whether nothing more will happen to a job in state (SPEC.md's final
 // states). The suites test cmesh-run from outside, so they spell the states out rather than
 // import its status package.

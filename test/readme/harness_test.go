@@ -245,15 +245,8 @@ func (sb *sandbox) mustCmesh(args ...string) string {
 	return r.stdout
 }
 
-type job struct {
-	ID       string   `json:"id"`
-	Name     *string  `json:"name"`
-	State    string   `json:"state"`
-	ExitCode *int     `json:"exit_code"`
-	Command  []string `json:"command"`
-	Retries  int      `json:"retries"`
-	Timeout  string   `json:"timeout"`
-}
+// job is SPEC.md's job object.
+type job = itest.Job
 
 func (sb *sandbox) jobs() []job {
 	sb.t.Helper()

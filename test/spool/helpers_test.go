@@ -353,26 +353,10 @@ func (w *world) cli(acct *account, args ...string) result {
 	return runAs(w.t, acct, w.bin, append([]string{"--config", w.config, "--state-dir", w.stateDir}, args...)...)
 }
 
-// job is SPEC.md's job object.
+// job is SPEC.md's job object, with the request it answered (spool requests only).
 type job struct {
-	ID          string          `json:"id"`
-	Name        *string         `json:"name"`
-	State       string          `json:"state"`
-	ExitCode    *int            `json:"exit_code"`
-	Command     []string        `json:"command"`
-	Workdir     string          `json:"workdir"`
-	Backend     string          `json:"backend"`
-	BackendRef  json.RawMessage `json:"backend_ref"`
-	User        string          `json:"user"`
-	RequestedBy string          `json:"requested_by"`
-	PID         *int            `json:"pid"`
-	Attempt     int             `json:"attempt"`
-	CreatedAt   time.Time       `json:"created_at"`
-	StartedAt   *time.Time      `json:"started_at"`
-	FinishedAt  *time.Time      `json:"finished_at"`
-	OutputPath  string          `json:"output_path"`
-	Reused      bool            `json:"reused"`
-	RequestID   string          `json:"request_id"`
+	itest.Job
+	RequestID string `json:"request_id"`
 }
 
 func (j job) String() string {

@@ -823,19 +823,8 @@ func (p *pool) client(t *testing.T, req map[string]any, out any) clientResult {
 // ---------------------------------------------------------------------------------------------
 // Jobs and audit lines
 
-type job struct {
-	ID          string   `json:"id"`
-	Name        *string  `json:"name"`
-	State       string   `json:"state"`
-	ExitCode    *int     `json:"exit_code"`
-	Command     []string `json:"command"`
-	Workdir     string   `json:"workdir"`
-	Backend     string   `json:"backend"`
-	BackendRef  any      `json:"backend_ref"`
-	User        string   `json:"user"`
-	RequestedBy string   `json:"requested_by"`
-	OutputPath  string   `json:"output_path"`
-}
+// job is SPEC.md's job object.
+type job struct{ itest.Job }
 
 func (j job) String() string {
 	b, _ := json.Marshal(j)

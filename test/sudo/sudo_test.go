@@ -297,7 +297,7 @@ func testProfileJob(t *testing.T, w *world) job {
 	if j.User != runAs || j.RequestedBy != webUser {
 		t.Errorf("user %q requested_by %q, want %s and %s", j.User, j.RequestedBy, runAs, webUser)
 	}
-	if n, ok := j.BackendRef.(string); j.Backend != "at" || !ok || n == "" {
+	if j.Backend != "at" || j.BackendRef == nil || *j.BackendRef == "" {
 		t.Errorf("backend %q ref %v: want an at job", j.Backend, j.BackendRef)
 	}
 

@@ -472,12 +472,10 @@ func craftQueued(t *testing.T, c *container, from, id, ref string) {
 
 // startDelay is how long after its created_at job j's wrapper started it, in ms.
 func startDelay(j jobRecord) (float64, error) {
-	created, err1 := time.Parse(time.RFC3339Nano, deref(j.CreatedAt))
-	started, err2 := time.Parse(time.RFC3339Nano, deref(j.StartedAt))
-	if err1 != nil || err2 != nil {
-		return 0, fmt.Errorf("%v %v", err1, err2)
+	if j.StartedAt == nil {
+		return 0, fmt.Errorf("job %s has no started_at", j.ID)
 	}
-	return float64(started.Sub(created).Microseconds()) / 1000, nil
+	return float64(j.StartedAt.Sub(j.CreatedAt).Microseconds()) / 1000, nil
 }
 
 func median(v []float64) float64 {

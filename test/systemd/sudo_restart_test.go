@@ -113,10 +113,8 @@ func TestSystemdJobSurvivesFPMRestart(t *testing.T) {
 	if j.State != "succeeded" || j.ExitCode == nil || *j.ExitCode != 0 {
 		t.Errorf("job ended %s exit %v, want succeeded 0", j.State, j.ExitCode)
 	}
-	started, _ := time.Parse(time.RFC3339Nano, deref(j.StartedAt))
-	ended, _ := time.Parse(time.RFC3339Nano, deref(j.FinishedAt))
-	if !started.Before(restartStart) || !ended.After(restartEnd) {
-		t.Errorf("started_at %s finished_at %s do not straddle the restart", deref(j.StartedAt), deref(j.FinishedAt))
+	if j.StartedAt == nil || j.FinishedAt == nil || !j.StartedAt.Before(restartStart) || !j.FinishedAt.After(restartEnd) {
+		t.Errorf("started_at %v finished_at %v do not straddle the restart", j.StartedAt, j.FinishedAt)
 	}
 	if got, want := c.asRootIn(sudoState, "log", id), string(expectedOutput(tokJob, n)); got != want {
 		t.Errorf("log: %d bytes ending %q, want %d ending %q", len(got), tail([]byte(got), 1), len(want), tail([]byte(want), 1))
