@@ -54,7 +54,8 @@ func PollEvery(t *testing.T, interval, timeout time.Duration, what string, check
 
 // Job is SPEC.md's job object, as status, list and schedule print it with --json, with the
 // record's retries and timeout. A field a suite does not read costs it nothing; a time that is
-// not RFC 3339 fails the decoding.
+// not RFC 3339 fails the decoding. Written from SPEC.md, not taken from status.Job: a renamed
+// JSON field in the code must fail these suites, not follow along.
 type Job struct {
 	ID          string     `json:"id"`
 	Name        *string    `json:"name"`
