@@ -40,6 +40,7 @@ type Config struct {
 	Retain            Retain             `toml:"retain"`
 	AuditLog          string             `toml:"audit_log"`
 	Group             string             `toml:"group"`
+	RootJobsReadable  bool               `toml:"root_jobs_readable"`
 	Env               map[string]string  `toml:"env"`
 	Profiles          map[string]Profile `toml:"profiles"`
 

@@ -48,6 +48,13 @@ type Env struct {
 	// Probe schedules a harmless job and waits for its end marker.
 	Probe        func(timeout time.Duration) error
 	ProbeTimeout time.Duration
+	// AuditLog is the config's audit_log; SyslogListens whether a syslog
+	// daemon takes lines on /dev/log.
+	AuditLog      string
+	SyslogListens bool
+	// PatternWarnings are the config's profile arguments that accept a
+	// value starting with '-', said as config check says them.
+	PatternWarnings []string
 }
 
 // Run performs every check, in the order a person would fix them.
@@ -73,6 +80,10 @@ func Run(e Env) []Check {
 	checkFPM(e, add)
 	checkSELinux(add)
 	checkSudoers(e, add)
+	checkAudit(e, add)
+	for _, w := range e.PatternWarnings {
+		add(Check{"profile patterns", Warn, w, "change the pattern in the config, then: cmesh-run config check"})
+	}
 	return out
 }
 
@@ -341,4 +352,19 @@ func checkSudoers(e Env, add func(Check)) {
 		}
 	}
 	add(Check{"sudo rule " + e.Sudoers, OK, "root-owned 0440, parses", ""})
+}
+
+// checkAudit: the audit trail must go somewhere an admin looks. Without a
+// syslog daemon and an audit_log, lines land in the state dir's private
+// folder only.
+func checkAudit(e Env, add func(Check)) {
+	switch {
+	case e.AuditLog != "":
+		add(Check{"audit trail", OK, "audit_log " + e.AuditLog, ""})
+	case e.SyslogListens:
+		add(Check{"audit trail", OK, "syslog (authpriv) on /dev/log", ""})
+	default:
+		add(Check{"audit trail", Warn, "no syslog daemon listens on /dev/log and no audit_log is set: audit lines go only to " + filepath.Join(e.StateDir, "private", "audit.log"),
+			`set audit_log = "/var/log/cmesh-run/audit.log" in the config, or run a syslog daemon (apt-get install rsyslog)`})
+	}
 }

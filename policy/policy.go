@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"sort"
+	"strconv"
 	"strings"
 	"syscall"
 
@@ -21,6 +22,8 @@ type Mode struct {
 	Sudo bool
 	// Asker is who asked: SUDO_USER, else the real user's name.
 	Asker string
+	// Root is set when the effective user is root.
+	Root bool
 }
 
 // Where says in which mode a refusal happened, for messages.
@@ -34,7 +37,38 @@ func (m Mode) Where() string {
 // Detect reads the mode from the process.
 func Detect() Mode {
 	su := os.Getenv("SUDO_USER")
-	return Mode{Sudo: su != "" || os.Getuid() != os.Geteuid(), Asker: su}
+	return Mode{Sudo: su != "" || os.Getuid() != os.Geteuid(), Asker: su, Root: os.Geteuid() == 0}
+}
+
+// CheckCommand refuses, under sudo, the commands a caller lent another
+// user's rights has no business running: the backends' own (the wrapper
+// would run any argv it is handed), the spool's worker and drain, setup
+// unless sudo made the caller root (an administrator), and the commands
+// that read a file the caller names (they would read it as the sudo
+// target, and print parts of it). name is the command as typed ("config
+// check"); fileArgs tells whether it was given a file to read.
+func CheckCommand(name string, fileArgs bool, m Mode) error {
+	if !m.Sudo {
+		return nil
+	}
+	switch name {
+	case "_wrap", "_exec", "_man":
+		return Deny("%s is cmesh-run's own command and is refused under sudo", name).
+			WithHint("backends run it; no caller ever needs to")
+	case "worker", "drain":
+		return Deny("%s is refused under sudo", name).
+			WithHint("run it as the state dir's owner from supervisor, systemd or cron, or with: runuser -u OWNER -- cmesh-run %s", name)
+	case "setup":
+		if !m.Root {
+			return Deny("setup is refused under sudo").WithHint("setup changes the system: run it as root")
+		}
+	case "config check", "doctor":
+		if fileArgs {
+			return Deny("%s with a file to read is refused under sudo: it would read the file as the sudo target", name).
+				WithHint("run it without sudo, as the file's owner or root; under sudo, %s alone checks the config in use", name)
+		}
+	}
+	return nil
 }
 
 // Deny builds a refusal (exit 5).
@@ -109,7 +143,11 @@ func Expand(name string, p config.Profile, args map[string]string) (Expanded, er
 			return Expanded{}, status.Errorf(status.Internal, "profile %s: argument %s: %v", name, k, err)
 		}
 		if !re.MatchString(v) {
-			return Expanded{}, Deny("profile %s: --arg %s=%q does not match %s", name, k, v, p.Args[k]).
+			shown := strconv.Quote(v)
+			if len(v) > 200 {
+				shown = strconv.Quote(v[:200]) + "...(" + strconv.Itoa(len(v)) + " bytes)"
+			}
+			return Expanded{}, Deny("profile %s: --arg %s=%s does not match %s", name, k, shown, p.Args[k]).
 				WithHint("give a value that matches the pattern in full")
 		}
 	}

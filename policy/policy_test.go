@@ -109,3 +109,33 @@ func TestFreeCommands(t *testing.T) {
 		}
 	}
 }
+
+// Under sudo a caller may run only what its role needs: never the
+// backends' own commands, the spool's worker, setup (unless sudo made it
+// root), nor a command that reads a file it names.
+func TestCheckCommand(t *testing.T) {
+	sudo := Mode{Sudo: true, Asker: "www-data"}
+	root := Mode{Sudo: true, Asker: "admin", Root: true}
+	plain := Mode{}
+	for _, c := range []struct {
+		name   string
+		files  bool
+		mode   Mode
+		denied bool
+	}{
+		{"_wrap", false, sudo, true}, {"_exec", false, sudo, true}, {"_man", false, sudo, true},
+		{"_wrap", false, root, true}, {"worker", false, sudo, true}, {"drain", false, sudo, true},
+		{"worker", false, root, true}, {"setup", false, sudo, true}, {"setup", false, root, false},
+		{"config check", true, sudo, true}, {"config check", false, sudo, false}, {"doctor", true, sudo, true},
+		{"doctor", false, sudo, false}, {"schedule", false, sudo, false}, {"status", false, sudo, false},
+		{"_wrap", false, plain, false}, {"worker", false, plain, false}, {"config check", true, plain, false},
+	} {
+		err := CheckCommand(c.name, c.files, c.mode)
+		if got := err != nil; got != c.denied {
+			t.Errorf("CheckCommand(%q, files=%v, %+v) = %v, want denied=%v", c.name, c.files, c.mode, err, c.denied)
+		}
+		if err != nil && status.KindOf(err) != status.Denied {
+			t.Errorf("%s: kind %v, want denied (exit 5)", c.name, status.KindOf(err))
+		}
+	}
+}

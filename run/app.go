@@ -39,12 +39,22 @@ type app struct {
 	mode           policy.Mode
 	auditLog       *logrus.Logger
 	st             *status.Store // opened once: log and cancel read a record, then its output
+	command        string        // the command refused before urfave/cli knew it, for the audit
+	audited        bool          // a refusal of this run is in the audit already
 }
 
 // New builds the command line. Output goes to stdout and stderr.
 func New(stdout, stderr io.Writer) *cli.App {
+	_, c := newApp(stdout, stderr)
+	return c
+}
+
+func newApp(stdout, stderr io.Writer) (*app, *cli.App) {
 	a := &app{stdout: stdout, stderr: stderr, log: logrus.New()}
 	a.log.SetOutput(stderr)
+	// --log-level's default, for what happens before flags are read (a
+	// refusal under sudo comes first).
+	a.log.SetLevel(logrus.WarnLevel)
 	c := &cli.App{
 		Name:    "cmesh-run",
 		Usage:   "start jobs that outlive whoever asked for them",
@@ -96,11 +106,135 @@ func New(stdout, stderr io.Writer) *cli.App {
 	for _, cmd := range c.Commands {
 		cmd.OnUsageError = usageError
 		cmd.HideHelpCommand = true
+		cmd.Before = a.guard
 		for _, sub := range cmd.Subcommands {
 			sub.OnUsageError = usageError
+			sub.Before = a.guard
 		}
 	}
-	return c
+	return a, c
+}
+
+// guard applies policy.CheckCommand once the command line is parsed; Main
+// has applied it to the raw arguments already (guardArgs), before any
+// flag of the command was looked at. Both, because a refusal must not
+// depend on how well a pre-parse guesses what urfave/cli will run.
+func (a *app) guard(c *cli.Context) error {
+	m := policy.Detect()
+	if !m.Sudo {
+		return nil
+	}
+	name := c.Command.FullName()
+	files := name == "config check" && c.Args().Present() || name == "doctor" && c.IsSet("fpm-conf")
+	if err := policy.CheckCommand(name, files, m); err != nil {
+		a.command = name
+		return a.refuseEarly(err)
+	}
+	return nil
+}
+
+// guardArgs is guard for the raw command line: args[0] is the program.
+func (a *app) guardArgs(args []string) error {
+	m := policy.Detect()
+	if !m.Sudo {
+		return nil
+	}
+	name, files := commandOf(args)
+	if err := policy.CheckCommand(name, files, m); err != nil {
+		a.command = name
+		return a.refuseEarly(err)
+	}
+	return nil
+}
+
+// globalValueFlags are the global flags that take a value.
+var globalValueFlags = map[string]bool{"state-dir": true, "config": true, "log-level": true, "log-format": true}
+
+// commandOf finds the command that urfave/cli will run ("config check"
+// for a subcommand) and whether it was given a file to read: a file
+// argument of config check, or doctor's --fpm-conf.
+func commandOf(args []string) (name string, files bool) {
+	i := 1
+	for ; i < len(args); i++ {
+		s := args[i]
+		if s == "--" {
+			return "", false
+		}
+		if !strings.HasPrefix(s, "-") || s == "-" {
+			break
+		}
+		f := strings.TrimLeft(s, "-")
+		if !strings.Contains(f, "=") && globalValueFlags[f] {
+			i++
+		}
+	}
+	if i >= len(args) {
+		return "", false
+	}
+	name = args[i]
+	rest := args[i+1:]
+	switch name {
+	case "config":
+		for j, s := range rest {
+			if !strings.HasPrefix(s, "-") {
+				name += " " + s
+				rest = rest[j+1:]
+				break
+			}
+		}
+		if name == "config check" {
+			for _, s := range rest {
+				if s != "--help" && s != "-h" && s != "-help" && s != "--" {
+					files = true
+				}
+			}
+		}
+	case "doctor":
+		for _, s := range rest {
+			if s == "--" {
+				break
+			}
+			f := strings.TrimLeft(s, "-")
+			if strings.HasPrefix(s, "-") && (f == "fpm-conf" || strings.HasPrefix(f, "fpm-conf=")) {
+				files = true
+			}
+		}
+	}
+	return name, files
+}
+
+// refuseEarly records a refusal that came before the command's own setup:
+// the root-owned config, read only to learn where the audit goes.
+func (a *app) refuseEarly(err error) error {
+	a.auditSetup()
+	return a.refuse(nil, err)
+}
+
+// auditSetup makes sure the auditor knows the config and state dir even
+// when the command never got to setup: under sudo, the root-owned default
+// config when it passes CheckConfigFile.
+func (a *app) auditSetup() {
+	if a.cfg != nil {
+		return
+	}
+	path := ""
+	if policy.Detect().Sudo {
+		if policy.CheckConfigFile(config.DefaultPath) != nil {
+			return
+		}
+		path = config.DefaultPath
+	}
+	if path == "" {
+		return
+	}
+	cfg, err := config.Load(path, false)
+	if err != nil {
+		return
+	}
+	a.cfg = cfg
+	if a.stateDir == "" {
+		a.stateDir = defaultStateDir(cfg)
+	}
 }
 
 func usageError(_ *cli.Context, err error, _ bool) error {

@@ -1,6 +1,8 @@
 package run
 
 import (
+	"encoding/json"
+	"errors"
 	"os"
 	"strconv"
 	"strings"
@@ -14,7 +16,16 @@ import (
 
 // Every schedule, refusal and cancel leaves one audit line: JSON with who
 // asked, as whom, what, and the outcome. It goes to the config's
-// audit_log file, else to syslog (authpriv), else only to the debug log.
+// audit_log file, else to syslog (authpriv), else to STATE_DIR/private/
+// audit.log, and only when none of them takes it to the debug log. A line
+// is at most maxAuditLine bytes: syslog daemons drop longer ones (so a
+// long argument could hide a schedule), and a caller must not be able to
+// fill the log with one call.
+
+const maxAuditLine = 4096
+
+// auditFallback is the state dir's own audit file, in its private folder.
+const auditFallback = "audit.log"
 
 func (a *app) auditor() *logrus.Logger {
 	if a.auditLog != nil {
@@ -23,34 +34,69 @@ func (a *app) auditor() *logrus.Logger {
 	l := logrus.New()
 	l.SetFormatter(&logrus.JSONFormatter{})
 	l.SetLevel(logrus.InfoLevel)
-	switch {
-	case a.cfg != nil && a.cfg.AuditLog != "":
-		f, err := os.OpenFile(a.cfg.AuditLog, os.O_WRONLY|os.O_APPEND|os.O_CREATE|syscall.O_NOFOLLOW, 0o640)
-		if err != nil {
-			a.log.Warnf("audit log %s: %v; auditing to syslog", a.cfg.AuditLog, err)
-			l.SetOutput(syslogOr(a))
-		} else {
-			l.SetOutput(f)
-		}
-	default:
-		l.SetOutput(syslogOr(a))
-	}
+	l.SetOutput(&auditWriter{a: a})
 	a.auditLog = l
 	return l
 }
 
-type debugWriter struct{ log *logrus.Logger }
+// auditWriter hands each line to the first destination that takes it.
+type auditWriter struct {
+	a      *app
+	file   *os.File
+	syslog *syslogWriter
+	tried  bool
+}
 
-func (d debugWriter) Write(p []byte) (int, error) {
-	d.log.Debug("audit: " + strings.TrimSpace(string(p)))
+func (w *auditWriter) Write(p []byte) (int, error) {
+	a := w.a
+	if !w.tried {
+		w.tried = true
+		if a.cfg != nil && a.cfg.AuditLog != "" {
+			f, err := os.OpenFile(a.cfg.AuditLog, os.O_WRONLY|os.O_APPEND|os.O_CREATE|syscall.O_NOFOLLOW|syscall.O_CLOEXEC, 0o640)
+			if err != nil {
+				a.log.Warnf("audit log %s: %v; auditing to syslog", a.cfg.AuditLog, err)
+			} else {
+				w.file = f
+			}
+		}
+		if w.file == nil {
+			w.syslog, _ = dialSyslog(syslogSockets, logAuthprivInfo, "cmesh-run")
+		}
+	}
+	if w.file != nil {
+		if _, err := w.file.Write(p); err == nil {
+			return len(p), nil
+		}
+	}
+	if w.syslog != nil {
+		if _, err := w.syslog.Write(p); err == nil {
+			return len(p), nil
+		}
+	}
+	if err := a.auditToStateDir(p); err == nil {
+		return len(p), nil
+	}
+	a.log.Debug("audit: " + strings.TrimSpace(string(p)))
 	return len(p), nil
 }
 
-func syslogOr(a *app) interface{ Write([]byte) (int, error) } {
-	if w, err := dialSyslog(syslogSockets, logAuthprivInfo, "cmesh-run"); err == nil {
-		return w
+// auditToStateDir appends line to STATE_DIR/private/audit.log, which only
+// the state dir's owner may read. It never creates a state dir.
+func (a *app) auditToStateDir(line []byte) error {
+	if a.stateDir == "" {
+		return errors.New("no state dir")
 	}
-	return debugWriter{a.log}
+	st := &status.Store{Dir: a.absStateDir()}
+	if _, err := os.Stat(st.Dir); err != nil {
+		return err
+	}
+	f, err := st.OpenPrivate(auditFallback, os.O_WRONLY|os.O_APPEND)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	_, err = f.Write(line)
+	return err
 }
 
 func (a *app) who() (asker, user string) {
@@ -67,23 +113,36 @@ func (a *app) audit(r *status.Record, outcome string, err error) {
 	if r.Profile != "" {
 		f["profile"] = r.Profile
 	}
-	if err != nil {
-		f["error"] = clip(err.Error(), 512)
+	if outcome == "canceled" {
+		f["canceled_by"], _ = a.who()
 	}
-	a.log.WithFields(f).Info("job " + outcome)
-	a.auditor().WithFields(f).Info("cmesh-run " + outcome)
+	if err != nil {
+		f["error"] = err.Error()
+	}
+	a.auditLine(f, "job "+outcome, "cmesh-run "+outcome)
+}
+
+// auditLine writes one bounded line to the audit, and the same to the
+// diagnostics (seen at --log-level info) as logMsg.
+func (a *app) auditLine(f logrus.Fields, logMsg, msg string) {
+	f = boundFields(f, maxAuditLine-160) // level, msg and time around them
+	a.log.WithFields(f).Info(logMsg)
+	a.auditor().WithFields(f).Info(msg)
 }
 
 // refuse records a refusal of what the command line asked, and returns
 // err unchanged.
 func (a *app) refuse(c *cli.Context, err error) error {
 	asker, user := a.who()
-	f := logrus.Fields{"requested_by": asker, "user": user, "outcome": "refused", "error": clip(err.Error(), 512), "args": redact(os.Args[1:])}
-	if c != nil && c.Command != nil {
-		f["command_name"] = c.Command.Name
+	f := logrus.Fields{"requested_by": asker, "user": user, "outcome": "refused", "error": err.Error(), "args": redact(os.Args[1:])}
+	switch {
+	case c != nil && c.Command != nil:
+		f["command_name"] = c.Command.FullName()
+	case a.command != "":
+		f["command_name"] = a.command
 	}
-	a.log.WithFields(f).Info("refused")
-	a.auditor().WithFields(f).Info("cmesh-run refused")
+	a.audited = true
+	a.auditLine(f, "refused", "cmesh-run refused")
 	return err
 }
 
@@ -103,15 +162,69 @@ func redact(args []string) []string {
 			k, _, _ := strings.Cut(strings.TrimPrefix(s, "--env="), "=")
 			s = "--env=" + k + "=(hidden)"
 		}
-		out[i] = clip(s, 256)
+		out[i] = s
 	}
 	return out
 }
 
-// clip bounds what a caller can make one audit line hold.
+// boundFields cuts the values of f until the fields encode to at most
+// budget bytes of JSON: strings to a few hundred bytes and lists to a few
+// of their first elements, each saying how much was left out. Budgets
+// halve until the line fits: escaping can make a short string long.
+func boundFields(f logrus.Fields, budget int) logrus.Fields {
+	for str, list := 512, 2048; ; str, list = str/2, list/2 {
+		out := make(logrus.Fields, len(f))
+		for k, v := range f {
+			switch v := v.(type) {
+			case string:
+				out[k] = clip(v, str)
+			case []string:
+				out[k] = clipList(v, str, list)
+			default:
+				out[k] = v
+			}
+		}
+		if b, err := json.Marshal(out); err != nil || len(b) <= budget || str < 8 {
+			return out
+		}
+	}
+}
+
+// clip cuts s to n bytes, saying how long it was.
 func clip(s string, n int) string {
 	if len(s) <= n {
 		return s
 	}
 	return s[:n] + "...(" + strconv.Itoa(len(s)) + " bytes)"
+}
+
+// clipList keeps the first elements of l within total bytes, each cut to
+// n, and says how many elements and bytes it left out.
+func clipList(l []string, n, total int) []string {
+	out := make([]string, 0, min(len(l), 16))
+	used := 0
+	for i, s := range l {
+		s = clip(s, n)
+		if used+len(s) > total && i > 0 {
+			rest := 0
+			for _, r := range l[i:] {
+				rest += len(r)
+			}
+			return append(out, "...("+strconv.Itoa(len(l)-i)+" more arguments, "+strconv.Itoa(rest)+" bytes)")
+		}
+		used += len(s)
+		out = append(out, s)
+	}
+	return out
+}
+
+// syslogListens tells whether a syslog daemon takes lines on one of the
+// sockets (doctor's check).
+func syslogListens() bool {
+	fd, err := dialSyslogFd(syslogSockets)
+	if err != nil {
+		return false
+	}
+	syscall.Close(fd)
+	return true
 }

@@ -97,6 +97,7 @@ func (a *app) stop(st *status.Store, rec *status.Record, grace time.Duration) er
 			return status.Errorf(status.Denied, "cannot signal job %s's wrapper (pid %d): %v", rec.ID, rec.WrapperPID, err).
 				WithHint("cancel as the user the job runs as (%s), or as root", rec.User)
 		}
+		a.audit(rec, "canceled", nil)
 		return a.awaitEnd(rec.ID, grace+10*time.Second)
 	default:
 		// The wrapper is gone (killed, or the machine restarted): stop what

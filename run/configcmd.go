@@ -2,6 +2,7 @@ package run
 
 import (
 	"fmt"
+	"strings"
 
 	"github.com/BurntSushi/toml"
 	"github.com/urfave/cli/v2"
@@ -47,13 +48,29 @@ func (a *app) configCommand() *cli.Command {
 					if c.NArg() > 1 {
 						return status.Errorf(status.Usage, "config check takes one file").WithHint("cmesh-run config check FILE")
 					}
-					if _, err := config.Load(path, true); err != nil {
+					cfg, err := config.Load(path, true)
+					if err != nil {
 						return err
 					}
-					_, err := fmt.Fprintf(a.stdout, "%s: ok\n", path)
+					for _, w := range dashWarnings(cfg) {
+						fmt.Fprintf(a.stderr, "cmesh-run: warning: %s: %s\n", path, w)
+					}
+					_, err = fmt.Fprintf(a.stdout, "%s: ok\n", path)
 					return err
 				},
 			},
 		},
 	}
+}
+
+// dashWarnings says, for each profile argument whose pattern lets a value
+// start with '-', what that allows and how to close it.
+func dashWarnings(cfg *config.Config) []string {
+	var out []string
+	for _, pa := range cfg.LeadingDash() {
+		prof, arg, _ := strings.Cut(pa, ".")
+		out = append(out, fmt.Sprintf("profile %s: the pattern of argument %s (%s) accepts a value starting with '-', which the program may read as an option; begin the pattern with a class without '-', e.g. [a-z0-9][a-z0-9-]*",
+			prof, arg, cfg.Profiles[prof].Args[arg]))
+	}
+	return out
 }

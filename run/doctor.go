@@ -18,7 +18,9 @@ func (a *app) doctorCommand() *cli.Command {
 		Usage: "check everything a working setup needs, and print the fix for each problem",
 		Description: "Checks, as the calling user: at installed, atd running, at.allow/at.deny, the state dir,\n" +
 			"a probe job's round trip, PHP-FPM pools (user, clear_env, disable_functions), SELinux,\n" +
-			"and the sudo rule when there is one. Each check is ok, warn or fail; exit 1 on any fail.\n" +
+			"the sudo rule when there is one, where the audit trail goes (a warning when no syslog daemon\n" +
+			"listens and no audit_log is set), and profile patterns that accept a value starting with '-'.\n" +
+			"Each check is ok, warn or fail; exit 1 on any fail.\n" +
 			"Run it as the web server's user to check what PHP will meet.\n\n" +
 			"EXAMPLE:\n   sudo -u www-data /usr/local/bin/cmesh-run doctor\n   cmesh-run doctor --json",
 		Flags: []cli.Flag{
@@ -47,7 +49,10 @@ func (a *app) doctor(c *cli.Context) error {
 			be, why := a.autoBackend(who)
 			return be.Name(), why
 		},
-		ProbeTimeout: c.Duration("probe-timeout"),
+		ProbeTimeout:    c.Duration("probe-timeout"),
+		AuditLog:        a.cfg.AuditLog,
+		SyslogListens:   syslogListens(),
+		PatternWarnings: dashWarnings(a.cfg),
 	})
 	failed := doctor.Failed(checks)
 	if a.jsonOut {

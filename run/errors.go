@@ -8,6 +8,7 @@ import (
 	"os"
 	"strings"
 
+	"github.com/cmesh/cmesh-run/policy"
 	"github.com/cmesh/cmesh-run/status"
 )
 
@@ -41,9 +42,21 @@ var kinds = map[status.Kind]struct {
 // Main runs the command line and returns the process's exit status. It is
 // the one place where errors become exit statuses and messages.
 func Main(args []string, stdout, stderr io.Writer) int {
-	err := New(stdout, stderr).Run(args)
+	a, c := newApp(stdout, stderr)
+	err := a.guardArgs(args)
+	if err == nil {
+		err = c.Run(args)
+	}
 	if err == nil {
 		return ExitOK
+	}
+	if status.KindOf(err) == status.Usage && !a.audited && policy.Detect().Sudo {
+		// Under sudo every call that ran nothing is a refusal the audit
+		// must show, a mistyped flag too.
+		if a.command == "" {
+			a.command, _ = commandOf(args)
+		}
+		_ = a.refuseEarly(err)
 	}
 	var ee exitError
 	if errors.As(err, &ee) {

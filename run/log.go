@@ -1,8 +1,10 @@
 package run
 
 import (
+	"bufio"
+	"encoding/json"
 	"fmt"
-	"strings"
+	"io"
 	"time"
 	"unicode/utf8"
 
@@ -13,8 +15,11 @@ import (
 
 const (
 	defaultJSONLimit = 1 << 20
-	readChunk        = 256 << 10
-	followPoll       = 200 * time.Millisecond
+	// maxJSONLimit bounds one --json answer (a larger --limit is taken as
+	// this): the answer's bytes are read whole, so its size is memory.
+	maxJSONLimit = 4 << 20
+	readChunk    = 256 << 10
+	followPoll   = 200 * time.Millisecond
 )
 
 func (a *app) logCommand() *cli.Command {
@@ -27,10 +32,10 @@ func (a *app) logCommand() *cli.Command {
 			"EXAMPLE:\n   cmesh-run log --follow ID\n   cmesh-run log --tail 20 ID\n" +
 			"   cmesh-run log --json --offset 0 --limit 65536 ID",
 		Flags: []cli.Flag{
-			&cli.IntFlag{Name: "tail", Usage: "only the last `N` lines"},
+			&cli.IntFlag{Name: "tail", Usage: "only the last `N` lines (of the last 8 MiB at most)"},
 			&cli.BoolFlag{Name: "follow", Aliases: []string{"f"}, Usage: "keep printing until the job has finished; then its result (state, exit code, duration) goes to stderr"},
 			&cli.Int64Flag{Name: "offset", Usage: "start at byte `BYTES` of the output file"},
-			&cli.Int64Flag{Name: "limit", Usage: "print at most `BYTES` bytes", DefaultText: "all; 1 MiB with --json"},
+			&cli.Int64Flag{Name: "limit", Usage: "print at most `BYTES` bytes", DefaultText: "all; with --json 1 MiB, and never more than 4 MiB"},
 			&cli.BoolFlag{Name: "json", Usage: `print {"id","state","offset","next_offset","data","done"}`},
 			&cli.BoolFlag{Name: "raw", Usage: "keep the markers"},
 		},
@@ -84,15 +89,12 @@ func (a *app) logAction(c *cli.Context) error {
 		if !c.IsSet("limit") {
 			limit = defaultJSONLimit
 		}
+		limit = min(limit, maxJSONLimit)
 		return a.logJSON(j, out, offset, limit, raw)
 	}
 	pos := offset
 	if c.IsSet("tail") {
-		data, err := out.Tail(tail, raw)
-		if err != nil {
-			return err
-		}
-		if _, err := a.stdout.Write(data); err != nil {
+		if err := out.TailTo(a.stdout, tail, raw); err != nil {
 			return err
 		}
 		if pos, err = out.Size(); err != nil {
@@ -172,11 +174,88 @@ func (a *app) logJSON(j status.Job, out *status.Output, offset, limit int64, raw
 	if k > 0 && endsInData && (more || pending) {
 		data, next = data[:len(data)-k], next-int64(k)
 	}
-	return printJSON(a.stdout, logChunk{
+	return writeChunk(a.stdout, logChunk{
 		ID: j.ID, State: j.State, Offset: offset, NextOffset: next,
-		Data: strings.ToValidUTF8(string(data), "\uFFFD"),
 		Done: j.State.Finished() && next >= size,
-	})
+	}, data)
+}
+
+// writeChunk writes c with data as its Data, byte for byte what
+// printJSON(c) would write with Data = strings.ToValidUTF8(data, "\uFFFD"),
+// without ever holding the escaped text whole: escaping can make data
+// six times larger.
+func writeChunk(w io.Writer, c logChunk, data []byte) error {
+	bw := bufio.NewWriterSize(w, 64<<10)
+	field := func(name string, v any) {
+		b, _ := json.Marshal(v)
+		bw.WriteString(name)
+		bw.Write(b)
+	}
+	field(`{"id":`, c.ID)
+	field(`,"state":`, c.State)
+	field(`,"offset":`, c.Offset)
+	field(`,"next_offset":`, c.NextOffset)
+	bw.WriteString(`,"data":`)
+	writeJSONString(bw, data)
+	field(`,"done":`, c.Done)
+	bw.WriteString("}\n")
+	return bw.Flush()
+}
+
+// writeJSONString writes b as encoding/json writes the string
+// strings.ToValidUTF8(b, "\uFFFD"): each run of invalid bytes becomes one
+// U+FFFD, control characters and <, >, & are escaped as \u00XX (\n, \r,
+// \t, \b, \f by name), U+2028 and U+2029 as \u2028 and \u2029.
+func writeJSONString(w *bufio.Writer, b []byte) {
+	const hex = "0123456789abcdef"
+	w.WriteByte('"')
+	invalid := false
+	for i := 0; i < len(b); {
+		c := b[i]
+		if c < utf8.RuneSelf {
+			invalid = false
+			i++
+			switch {
+			case c == '"' || c == '\\':
+				w.WriteByte('\\')
+				w.WriteByte(c)
+			case c >= 0x20 && c != '<' && c != '>' && c != '&':
+				w.WriteByte(c)
+			case c == '\n':
+				w.WriteString(`\n`)
+			case c == '\r':
+				w.WriteString(`\r`)
+			case c == '\t':
+				w.WriteString(`\t`)
+			case c == '\b':
+				w.WriteString(`\b`)
+			case c == '\f':
+				w.WriteString(`\f`)
+			default:
+				w.WriteString(`\u00`)
+				w.WriteByte(hex[c>>4])
+				w.WriteByte(hex[c&0xF])
+			}
+			continue
+		}
+		r, size := utf8.DecodeRune(b[i:])
+		switch {
+		case r == utf8.RuneError && size == 1:
+			if !invalid {
+				w.WriteString("\uFFFD")
+				invalid = true
+			}
+		case r == '\u2028' || r == '\u2029':
+			invalid = false
+			w.WriteString(`\u202`)
+			w.WriteByte(hex[r&0xF])
+		default:
+			invalid = false
+			w.Write(b[i : i+size])
+		}
+		i += size
+	}
+	w.WriteByte('"')
 }
 
 // partialRune returns how many bytes at the end of b begin a UTF-8

@@ -23,7 +23,7 @@ func (a *app) manCommand() *cli.Command {
 }
 
 // manDate is the page's date; bump it with the page's content.
-const manDate = "2026-11-27"
+const manDate = "2026-12-04"
 
 // fill breaks text at spaces so that no input line is longer than 78 bytes
 // (roff refills it anyway).

@@ -190,6 +190,13 @@ env only for the profile's allow_env), queues it through the spool, and
 answers in STATE_DIR/spool/results/REQUEST_ID.json with the job object, or
 with {"error":{"code","message","hint"}} for a refusal, which is also
 audited.
+The worker opens each entry without following a link and without blocking
+(a FIFO or a device never holds it up), reads only regular files of at most
+64 KiB, and moves whatever it refuses to STATE_DIR/spool/rejected, so that
+an entry is refused, answered and audited once.
+A worker or drain starts only a script of spool/queue that belongs to a
+queued spool job of its own state dir, whose record and script are owned by
+its own user; run as root it refuses a state dir that another user owns.
 PHP then reads STATE_DIR/jobs/ID.json and STATE_DIR/jobs/ID.out directly.
 .SH MARKERS
 The wrapper appends each marker to the output file in one
@@ -282,10 +289,8 @@ how many jobs of the state dir may run at once (0: no limit).
 Jobs beyond it are
 .B waiting
 and start in creation order as slots free up.
-A slot is an
-.BR flock (2)
-on STATE_DIR/slots/N held by the job's wrapper, so the kernel frees it
-however the wrapper ends.
+A slot is a lock on byte N of STATE_DIR/private/slots.lock held by the
+job's wrapper, so the kernel frees it however the wrapper ends.
 .TP
 .B timeout
 the default of \-\-timeout ("15m"; durations take s, m, h and d).
@@ -312,7 +317,13 @@ Unset: true for a plain caller, false under sudo.
 .TP
 .B audit_log
 a file for the audit lines (JSON, one per schedule, refusal and cancel);
-unset: syslog, facility authpriv.
+unset: syslog, facility authpriv; when neither takes a line,
+STATE_DIR/private/audit.log.
+.TP
+.B root_jobs_readable
+true: a job that root schedules gets a record and output of mode 0640 like
+everyone's; unset or false: 0600, so that the state dir's group (the web
+user's) cannot read what root's jobs print.
 .TP
 .B group
 the group a new state dir gets, with the setgid bit, so that everything
@@ -340,6 +351,17 @@ as for schedule;
 the variables a caller may set with \-\-env under sudo.
 A value is substituted inside one argv element: it never becomes two words
 or shell code.
+A profile's timeout and retries (else the config's) are ceilings: a caller
+may ask for less, never for more; \-\-timeout 0s (none) or a longer one, or
+more \-\-retries, is refused with exit 5.
+.B config check
+and
+.B doctor
+warn about a pattern that accepts a value starting with "\-", which the
+program would read as an option: write
+.B [a\-z0\-9][a\-z0\-9\-]*
+rather than
+.BR [a\-z0\-9\-]+ .
 .SH SECURITY
 Under sudo (SUDO_USER set, or the real uid differs from the effective one)
 the config comes only from /etc/cmesh\-run/config.toml, which must be owned by
@@ -347,15 +369,49 @@ root and not writable by group or others, or everything is refused;
 \-\-config, \-\-state\-dir, CMESH_RUN_CONFIG, CMESH_RUN_STATE_DIR,
 \-\-inherit\-env, \-\-workdir and malformed job IDs are refused; only profiles
 run unless allow_free_commands = true; \-\-env only for the profile's
-allow_env.
-Each refusal exits 5, runs nothing and leaves an audit line.
+allow_env; a profile's timeout and retries may only be tightened.
+The backends' own commands
+.RB ( _wrap ,
+.BR _exec ,
+.BR _man ),
+.B worker
+and
+.BR drain ,
+.B setup
+(unless sudo made the caller root),
+.B config check FILE
+and
+.B doctor \-\-fpm\-conf
+(they would read a file the caller names, as the sudo target) are refused
+too.
+Each refusal exits 5, runs nothing and leaves an audit line; a usage error
+under sudo exits 2 and leaves one as well.
 The job runs as the sudo target user; its record keeps SUDO_USER as
 requested_by.
 .PP
-The state dir is 0750 and records and outputs 0640; nothing in it is
-opened through a symlink (O_NOFOLLOW).
+The wrapper runs a job only with the argv, workdir, environment and limits
+that schedule recorded: the record holds a MAC of them, keyed by a secret
+that only the backend's script carries, so knowing a job's record (the web
+user reads it) is no way to make the wrapper run anything else.
+.PP
+The state dir is 0750 and records and outputs 0640 (0600 for root's jobs,
+see root_jobs_readable); nothing in it is opened through a symlink
+(O_NOFOLLOW).
+Every lock lives in STATE_DIR/private, which only the state dir's owner may
+enter: a lock the web user could open, it could hold, and hang schedule,
+cancel or the worker.
 The script a backend runs is handed to it on standard input, so no file the
 caller could change afterwards is read when the job starts.
+.PP
+Every schedule, refusal and cancel leaves exactly one audit line of at most
+4 KiB: long values are cut and say how long they were, long argument lists
+say how many arguments were left out.
+Text output of
+.B status
+and
+.B list
+escapes control characters (a command is shown in bash's $'...' form);
+JSON output is exact.
 .SH ENVIRONMENT
 .TP
 .B CMESH_RUN_STATE_DIR
@@ -388,7 +444,25 @@ the job's record (mode 0640), replaced atomically:
 temporary file, fsync, rename.
 .TP
 .I STATE_DIR/jobs/ID.out
-the job's output with the markers (0640); also the job's lock.
+the job's output with the markers (0640).
+.TP
+.I STATE_DIR/private/
+mode 0700, the state dir's owner's alone: every lock
+.RI ( lock ,
+the state dir's;
+.IR jobs.lock ,
+a byte per job;
+.IR slots.lock ,
+a byte per max_running slot;
+.IR worker.lock ,
+the spool worker's) and
+.IR audit.log ,
+the audit lines that neither audit_log nor syslog took.
+.TP
+.I STATE_DIR/spool/
+the spool backend's queue: queue/, claimed/, incoming/ (requests),
+results/ (answers), rejected/ (refused requests, moved out of incoming once),
+worker.pid (the worker at work).
 .TP
 .I STATE_DIR/active/ID
 present while the job has not finished.

@@ -9,6 +9,7 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/cmesh/cmesh-run/config"
+	"github.com/cmesh/cmesh-run/spool"
 	"github.com/cmesh/cmesh-run/status"
 )
 
@@ -191,6 +192,7 @@ func pruneResults(st *status.Store, age time.Duration) {
 	if age == 0 {
 		age = 24 * time.Hour
 	}
+	spool.New(st.Dir).PruneRejected(age)
 	dir := filepath.Join(st.Dir, "spool", "results")
 	entries, _ := os.ReadDir(dir)
 	for _, e := range entries {

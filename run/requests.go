@@ -103,7 +103,10 @@ func newRequestInput(r Request) requestInput {
 
 // takeRequests turns every request in spool/incoming into a queued spool
 // job, or a recorded refusal. Requests are untrusted, whoever wrote them:
-// they get exactly the rules of sudo mode.
+// they get exactly the rules of sudo mode. Whatever an entry is (a FIFO, a
+// symlink, a directory, a huge file), it is opened so that it cannot
+// block the worker, and it leaves incoming once: taken, or moved to
+// spool/rejected with one audit line and one answer.
 func (a *app) takeRequests(sp *spool.Spool) {
 	dir := filepath.Join(sp.Dir, "incoming")
 	entries, err := os.ReadDir(dir)
@@ -128,7 +131,6 @@ func (a *app) takeRequest(sp *spool.Spool, path string) {
 		reqID = "invalid-" + strconv.FormatInt(int64(len(path)), 10) + "-" + status.NewNonce()[:8]
 	}
 	owner, data, err := readRequest(path)
-	defer os.Remove(path)
 	asker := "spool:" + owner
 	var rec *status.Record
 	var reused bool
@@ -151,54 +153,95 @@ func (a *app) takeRequest(sp *spool.Spool, path string) {
 		}
 	}
 	if err != nil {
+		// Out of incoming first: should anything below fail, the entry
+		// is still never refused (and audited) twice.
+		if rerr := sp.Reject(filepath.Base(path)); rerr != nil {
+			a.log.Warnf("request %s: cannot move it out of incoming: %v", reqID, rerr)
+		}
 		a.log.WithFields(logrus.Fields{"request": reqID, "requested_by": asker}).Warnf("request refused: %v", err)
-		a.auditor().WithFields(logrus.Fields{"request": reqID, "requested_by": asker, "outcome": "refused", "error": err.Error()}).Info("cmesh-run refused")
+		a.auditLine(logrus.Fields{"request": reqID, "requested_by": asker, "outcome": "refused", "error": err.Error()}, "request refused", "cmesh-run refused")
 		k := kinds[status.KindOf(err)]
-		a.writeResult(sp, reqID, map[string]any{"request_id": reqID, "error": map[string]string{"code": k.name, "message": err.Error(), "hint": status.HintOf(err)}})
+		// A refusal's answer is written without fsync: losing it in a
+		// crash costs the caller a retry, and a flood of bad requests
+		// must not cost a disk flush each.
+		a.writeResult(sp, reqID, map[string]any{"request_id": reqID, "error": map[string]string{"code": k.name, "message": err.Error(), "hint": status.HintOf(err)}}, false)
 		return
 	}
+	_ = os.Remove(path)
 	j := rec.Public()
 	j.Reused = status.Ptr(reused)
 	a.writeResult(sp, reqID, struct {
 		RequestID string `json:"request_id"`
 		status.Job
-	}{reqID, j})
+	}{reqID, j}, true)
 }
 
-// readRequest reads a request file without following a planted link and
-// within the size bound; it returns the name of its owner.
+// readRequest reads a request file without following a planted link,
+// without blocking on a FIFO or a device (O_NONBLOCK), and only when it is
+// a regular file within the size bound; it returns the name of its owner.
 func readRequest(path string) (string, []byte, error) {
-	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NOFOLLOW, 0)
+	base := filepath.Base(path)
+	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NOFOLLOW|syscall.O_NONBLOCK|syscall.O_CLOEXEC|syscall.O_NOCTTY, 0)
 	if err != nil {
-		return "?", nil, status.Errorf(status.Usage, "request %s: %v", filepath.Base(path), err)
-	}
-	defer f.Close()
-	owner := "?"
-	if st, err := f.Stat(); err == nil {
-		if sys, ok := st.Sys().(*syscall.Stat_t); ok {
-			owner = strconv.Itoa(int(sys.Uid))
-			if u, err := user.LookupId(owner); err == nil {
-				owner = u.Username
+		owner := "?"
+		if st, lerr := os.Lstat(path); lerr == nil {
+			owner = ownerName(st)
+			if st.Mode()&os.ModeSymlink != 0 {
+				return owner, nil, status.Errorf(status.Usage, "request %s is a symlink", base).WithHint("write the request itself, then rename it into incoming")
 			}
 		}
-		if !st.Mode().IsRegular() {
-			return owner, nil, status.Errorf(status.Usage, "request %s is not a regular file", filepath.Base(path))
-		}
+		return owner, nil, status.Errorf(status.Usage, "request %s: %v", base, unwrapPathErr(err))
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		return "?", nil, err
+	}
+	owner := ownerName(st)
+	switch {
+	case !st.Mode().IsRegular():
+		return owner, nil, status.Errorf(status.Usage, "request %s is not a regular file (%s)", base, st.Mode().Type()).
+			WithHint("write the request as a file, then rename it into incoming")
+	case st.Size() > maxRequest:
+		return owner, nil, status.Errorf(status.Usage, "request %s is over %d bytes", base, maxRequest)
 	}
 	data, err := io.ReadAll(io.LimitReader(f, maxRequest+1))
 	if err != nil {
 		return owner, nil, err
 	}
 	if len(data) > maxRequest {
-		return owner, nil, status.Errorf(status.Usage, "request %s is over %d bytes", filepath.Base(path), maxRequest)
+		return owner, nil, status.Errorf(status.Usage, "request %s is over %d bytes", base, maxRequest)
 	}
 	return owner, data, nil
 }
 
-func (a *app) writeResult(sp *spool.Spool, reqID string, v any) {
+func ownerName(st os.FileInfo) string {
+	sys, ok := st.Sys().(*syscall.Stat_t)
+	if !ok {
+		return "?"
+	}
+	owner := strconv.Itoa(int(sys.Uid))
+	if u, err := user.LookupId(owner); err == nil {
+		owner = u.Username
+	}
+	return owner
+}
+
+func unwrapPathErr(err error) error {
+	if pe, ok := err.(*os.PathError); ok {
+		return pe.Err
+	}
+	return err
+}
+
+func (a *app) writeResult(sp *spool.Spool, reqID string, v any, durable bool) {
 	b, err := json.Marshal(v)
+	write := status.WriteFile
+	if !durable {
+		write = status.WriteFileUnsynced
+	}
 	if err == nil {
-		err = status.WriteFile(filepath.Join(sp.Dir, "results", reqID+".json"), append(b, '\n'), 0o640)
+		err = write(filepath.Join(sp.Dir, "results", reqID+".json"), append(b, '\n'), 0o640)
 	}
 	if err != nil {
 		a.log.Warnf("result of request %s: %v", reqID, err)

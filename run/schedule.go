@@ -33,10 +33,10 @@ func (a *app) scheduleCommand() *cli.Command {
 		Flags: []cli.Flag{
 			&cli.StringFlag{Name: "command", Usage: "the job as one `STRING`, split into words as sh would, expanding nothing"},
 			&cli.StringFlag{Name: "profile", Usage: "run the config's profile `NAME` (the only way under sudo, unless allow_free_commands)"},
-			&cli.StringSliceFlag{Name: "arg", Usage: "`KEY=VALUE` for the profile; VALUE must match the profile's pattern for KEY in full (repeatable)"},
+			&cli.StringSliceFlag{Name: "arg", KeepSpace: true, Usage: "`KEY=VALUE` for the profile; VALUE must match the profile's pattern for KEY in full (repeatable)"},
 			&cli.StringFlag{Name: "name", Usage: "a `NAME` for the job ([A-Za-z0-9][A-Za-z0-9._@+-]{0,127})"},
 			&cli.StringFlag{Name: "workdir", Usage: "`DIR` the job starts in", DefaultText: "the config's workdir, else the current directory"},
-			&cli.StringSliceFlag{Name: "env", Usage: "set `K=V` in the job's environment (repeatable)"},
+			&cli.StringSliceFlag{Name: "env", KeepSpace: true, Usage: "set `K=V` in the job's environment (repeatable)"},
 			&cli.BoolFlag{Name: "inherit-env", Usage: "pass the caller's whole environment to the job (under the clean one)"},
 			&cli.BoolFlag{Name: "unique", Usage: "with --name: when a job of that name is queued, waiting or running, start nothing and print that job (\"reused\": true)"},
 			&cli.StringFlag{Name: "timeout", Usage: "stop each attempt after `DUR` (90s, 15m, 2h): SIGTERM to the whole job, SIGKILL after --grace; state timed_out", DefaultText: "the config's timeout, else none"},
@@ -179,12 +179,9 @@ func (a *app) request(c input, mode policy.Mode) (submission, error) {
 	if sub.control, err = a.jobControl(c); err != nil {
 		return sub, err
 	}
-	if prof != nil {
-		if !c.IsSet("timeout") && prof.Timeout.Duration > 0 {
-			sub.control.Timeout = prof.Timeout.Duration
-		}
-		if !c.IsSet("retries") && prof.Retries > 0 {
-			sub.control.Retries = prof.Retries
+	if prof != nil || sudo {
+		if err := a.ceilings(c, &sub, prof); err != nil {
+			return sub, err
 		}
 	}
 	sub.unique = c.Bool("unique") || prof != nil && prof.Unique
@@ -194,6 +191,41 @@ func (a *app) request(c input, mode policy.Mode) (submission, error) {
 	sub.inherit = c.Bool("inherit-env")
 	sub.backend = c.String("backend")
 	return sub, nil
+}
+
+// ceilings applies the limits a caller may only tighten: a profile's
+// timeout and retries (else the config's), and under sudo or in a spool
+// request the config's for free commands too. Unset, the ceiling is the
+// job's value; a timeout of 0 (none) or above it, or more retries, is
+// refused.
+func (a *app) ceilings(c input, sub *submission, prof *config.Profile) error {
+	timeout, retries := a.cfg.Timeout.Duration, a.cfg.Retries
+	what := "the config's"
+	if prof != nil {
+		if prof.Timeout.Duration > 0 {
+			timeout = prof.Timeout.Duration
+		}
+		if prof.Retries > 0 {
+			retries = prof.Retries
+		}
+		name, _, _ := strings.Cut(sub.profile, " ")
+		what = "profile " + name + "'s"
+	}
+	switch got := sub.control.Timeout; {
+	case !c.IsSet("timeout"):
+		sub.control.Timeout = timeout
+	case timeout > 0 && (got == 0 || got > timeout):
+		return policy.Deny("--timeout %s would lift %s timeout of %s", c.String("timeout"), what, timeout).
+			WithHint("give a timeout above 0 and at most %s, or none", timeout)
+	}
+	switch {
+	case !c.IsSet("retries"):
+		sub.control.Retries = retries
+	case sub.control.Retries > retries:
+		return policy.Deny("--retries %d would lift %s retries of %d", sub.control.Retries, what, retries).
+			WithHint("give at most %d, or none", retries)
+	}
+	return nil
 }
 
 // configPath names the config file in use, for hints.
@@ -339,7 +371,7 @@ func (a *app) submit(s submission) (*status.Record, bool, error) {
 		}
 	}
 
-	id, lock, err := newJobFiles(st)
+	id, lock, err := newJobFiles(st, a.jobFileMode())
 	if err != nil {
 		return nil, false, err
 	}
@@ -358,6 +390,8 @@ func (a *app) submit(s submission) (*status.Record, bool, error) {
 	}
 	spec := s.control
 	spec.Nonce, spec.Workdir, spec.Env = rec.Nonce, s.workdir, a.jobEnv(rec, who, s.env, s.inherit)
+	spec.Key = status.NewNonce()
+	rec.SpecMAC = spec.MAC(s.argv)
 	job := backend.Job{Record: rec, Argv: s.argv, Spec: spec, Exe: exe, StateDir: st.Dir}
 	undo := func(err error) (*status.Record, bool, error) {
 		_ = st.Remove(id)
@@ -539,10 +573,10 @@ func (a *app) jobEnv(r *status.Record, who caller, extra []string, inherit bool)
 
 // newJobFiles picks a fresh ID and claims it by creating its output file,
 // which it returns holding the job's lock.
-func newJobFiles(st *status.Store) (string, *os.File, error) {
+func newJobFiles(st *status.Store, mode os.FileMode) (string, *os.File, error) {
 	for range 10 {
 		id := status.NewID(time.Now())
-		lock, err := st.CreateOutput(id)
+		lock, err := st.CreateOutput(id, mode)
 		if err == nil {
 			return id, lock, nil
 		}
@@ -552,6 +586,16 @@ func newJobFiles(st *status.Store) (string, *os.File, error) {
 		}
 	}
 	return "", nil, status.Errorf(status.Internal, "no free job ID in %s", st.Dir)
+}
+
+// jobFileMode is the mode of a new job's output and records: a job root
+// schedules may run anything and print secrets, so the state dir's group
+// (the web user's) may not read it unless the config says so.
+func (a *app) jobFileMode() os.FileMode {
+	if os.Geteuid() == 0 && !a.cfg.RootJobsReadable {
+		return 0o600
+	}
+	return 0o640
 }
 
 func orElse(s, def string) string {

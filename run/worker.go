@@ -1,14 +1,18 @@
 package run
 
 import (
+	"fmt"
 	"os"
 	"os/signal"
+	"os/user"
+	"strconv"
 	"syscall"
 	"time"
 
 	"github.com/urfave/cli/v2"
 	"golang.org/x/sys/unix"
 
+	"github.com/cmesh/cmesh-run/policy"
 	"github.com/cmesh/cmesh-run/spool"
 	"github.com/cmesh/cmesh-run/status"
 )
@@ -50,7 +54,44 @@ func (a *app) spoolFor(c *cli.Context) (*spool.Spool, *status.Store, error) {
 	if err != nil {
 		return nil, nil, err
 	}
+	if err := ownStateDir(st); err != nil {
+		return nil, nil, a.refuse(c, err)
+	}
 	return spool.New(st.Dir), st, nil
+}
+
+// ownStateDir refuses a worker or drain running as root on a state dir
+// that another user owns: what such a state dir's queue holds, that user
+// put there, and root would run it.
+func ownStateDir(st *status.Store) error {
+	if os.Geteuid() != 0 {
+		return nil
+	}
+	uid, _, err := ownerOf(st.Dir)
+	if err != nil {
+		return err
+	}
+	if uid != 0 {
+		name := strconv.Itoa(uid)
+		if u, err := user.LookupId(name); err == nil {
+			name = u.Username
+		}
+		return policy.Deny("refusing to work as root on %s: it belongs to %s", st.Dir, name).
+			WithHint("run the worker or drain as %s (supervisor's user=, cron's user field, or runuser -u %s -- cmesh-run ...)", name, name)
+	}
+	return nil
+}
+
+func ownerOf(path string) (uid, gid int, err error) {
+	fi, err := os.Lstat(path)
+	if err != nil {
+		return 0, 0, err
+	}
+	sys, ok := fi.Sys().(*syscall.Stat_t)
+	if !ok {
+		return 0, 0, fmt.Errorf("%s: no owner", path)
+	}
+	return int(sys.Uid), int(sys.Gid), nil
 }
 
 // takeSpool opens the spool and takes its lock; ok is false when another
@@ -86,10 +127,14 @@ func (a *app) worker(c *cli.Context) error {
 		return err
 	}
 	if !ok {
-		return status.Errorf(status.Unavailable, "another worker or drain holds %s/worker.lock", sp.Dir).
+		return status.Errorf(status.Unavailable, "another worker or drain holds %s/worker.lock", st.PrivateDir()).
 			WithHint("one worker per state dir is enough; stop the other one first")
 	}
 	defer lock.Close()
+	if err := sp.MarkWorker(); err != nil {
+		a.log.Warnf("worker: %v; auto cannot tell that a worker runs", err)
+	}
+	defer sp.UnmarkWorker()
 	stop := make(chan os.Signal, 1)
 	signal.Notify(stop, syscall.SIGTERM, syscall.SIGINT)
 	wake := watch(sp.Dir+"/queue", sp.Dir+"/incoming")
@@ -145,8 +190,16 @@ func (a *app) drainOnce(sp *spool.Spool, st *status.Store) error {
 	if err != nil {
 		return err
 	}
+	uid := os.Geteuid()
 	for _, id := range ids {
-		started, err := sp.Start(id)
+		// Only a job of this state dir, queued for the spool by this
+		// user: a script without such a record (planted, left over) is
+		// never run.
+		r, err := st.Load(id)
+		if err != nil || r.State != status.Queued || r.Backend != "spool" || !ownedBy(st.RecordPath(id), uid) {
+			continue
+		}
+		started, err := sp.Start(id, uid)
 		if err != nil {
 			a.log.Warnf("start %s: %v", id, err)
 			continue
@@ -156,6 +209,11 @@ func (a *app) drainOnce(sp *spool.Spool, st *status.Store) error {
 		}
 	}
 	return nil
+}
+
+func ownedBy(path string, uid int) bool {
+	u, _, err := ownerOf(path)
+	return err == nil && u == uid
 }
 
 // queuedIn tells whether job id's record still says queued.

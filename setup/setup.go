@@ -85,7 +85,7 @@ allow_free_commands = false
 
 # [profiles.pushfin]
 # command = ["/opt/cmesh/scripts/pushfin.sh", "-o", "{org}", "-n", "{name}"]
-# args = { org = "[a-z0-9-]+", name = "[a-z0-9-]+" }
+# args = { org = "[a-z0-9][a-z0-9-]*", name = "[a-z0-9][a-z0-9-]*" }  # never a leading "-": it would be an option
 # name = "{org}-{name}"
 # unique = true
 # timeout = "15m"

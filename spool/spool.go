@@ -7,7 +7,12 @@
 //	spool/claimed/ID.sh   taken by a worker or drain, being started
 //	spool/incoming/*.json requests from callers that cannot exec
 //	spool/results/*.json  what became of each request
-//	spool/worker.lock     held (flock) by the one worker or drain at work
+//	spool/rejected/       requests refused, moved out of incoming once
+//	spool/worker.pid      the worker at work: PID, start time, boot ID
+//
+// The one worker or drain at work holds STATE_DIR/private/worker.lock,
+// which the web user cannot open (see status.Store.OpenPrivate); readers
+// learn from worker.pid whether a worker is alive.
 //
 // A job is claimed by renaming it out of the queue, which only one process
 // can do; and its wrapper starts it only if the record still says queued.
@@ -16,10 +21,12 @@ package spool
 
 import (
 	"errors"
+	"fmt"
 	"io/fs"
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -73,7 +80,7 @@ func (s *Spool) ensure() error {
 	for _, d := range []struct {
 		path string
 		mode os.FileMode
-	}{{s.Dir, 0o750}, {s.path("queue"), 0o750}, {s.path("claimed"), 0o750}, {s.path("incoming"), 0o770}, {s.path("results"), 0o750}} {
+	}{{s.Dir, 0o750}, {s.path("queue"), 0o750}, {s.path("claimed"), 0o750}, {s.path("incoming"), 0o770}, {s.path("results"), 0o750}, {s.path("rejected"), 0o750}} {
 		old := syscall.Umask(0o007)
 		err := os.Mkdir(d.path, d.mode)
 		syscall.Umask(old)
@@ -148,31 +155,110 @@ func (s *Spool) Lock() (f *os.File, ok bool, err error) {
 	if err := s.ensure(); err != nil {
 		return nil, false, err
 	}
-	f, err = os.OpenFile(s.path("worker.lock"), os.O_RDONLY|os.O_CREATE|syscall.O_NOFOLLOW, 0o640)
-	if err != nil {
-		return nil, false, err
-	}
-	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
-		f.Close()
-		if errors.Is(err, syscall.EWOULDBLOCK) {
-			return nil, false, nil
-		}
-		return nil, false, err
-	}
-	return f, true, nil
+	return s.store().FlockPrivate("worker.lock", false)
 }
 
-// WorkerAlive reports whether a worker holds the spool's lock now.
+func (s *Spool) store() *status.Store { return &status.Store{Dir: filepath.Dir(s.Dir)} }
+
+// MarkWorker records that this process is the worker at work; a worker
+// calls it once it holds the lock, and Unmark when it stops.
+func (s *Spool) MarkWorker() error {
+	pid := os.Getpid()
+	start, ok := status.ProcStart(pid)
+	if !ok {
+		return fmt.Errorf("cannot read /proc/%d/stat", pid)
+	}
+	line := fmt.Sprintf("%d %d %s\n", pid, start, status.BootID())
+	return status.WriteFile(s.path("worker.pid"), []byte(line), 0o640)
+}
+
+// UnmarkWorker removes what MarkWorker wrote.
+func (s *Spool) UnmarkWorker() { _ = os.Remove(s.path("worker.pid")) }
+
+// WorkerAlive reports whether the worker that worker.pid names still
+// runs: the same PID with the same start time, since the same boot.
 func (s *Spool) WorkerAlive() bool {
-	f, err := os.OpenFile(s.path("worker.lock"), os.O_RDONLY|syscall.O_NOFOLLOW, 0)
+	data, err := os.ReadFile(s.path("worker.pid"))
 	if err != nil {
 		return false
 	}
-	defer f.Close()
-	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_SH|syscall.LOCK_NB); err != nil {
-		return errors.Is(err, syscall.EWOULDBLOCK)
+	var pid int
+	var start uint64
+	var boot string
+	if n, _ := fmt.Sscanf(string(data), "%d %d %s", &pid, &start, &boot); n != 3 {
+		return false
 	}
-	return false
+	return status.Alive(pid, start, boot)
+}
+
+// Reject moves entry name of incoming to rejected, where it stays until
+// prune: renamed, so that whatever it is (a directory, a FIFO, a link) it
+// is neither opened nor followed, and never looked at again. A name taken
+// in rejected gets a number.
+func (s *Spool) Reject(name string) error {
+	from := s.path("incoming", name)
+	for i := 0; i < 100; i++ {
+		to := s.path("rejected", name)
+		if i > 0 {
+			to += "." + strconv.Itoa(i)
+		}
+		if _, err := os.Lstat(to); err == nil {
+			continue
+		}
+		err := os.Rename(from, to)
+		if err == nil {
+			return nil
+		}
+		if errors.Is(err, fs.ErrExist) || errors.Is(err, syscall.ENOTEMPTY) || errors.Is(err, syscall.EISDIR) || errors.Is(err, syscall.ENOTDIR) {
+			continue // taken since the Lstat
+		}
+		if !s.exists("incoming", name) {
+			return nil // gone already
+		}
+		break
+	}
+	// A directory its writer keeps to itself (no write bit for us) cannot
+	// move to another folder: rename must update its "..". A new name in
+	// incoming itself needs no such thing, and names that start with a
+	// dot are never read as requests.
+	for i := 0; i < 100; i++ {
+		to := s.path("incoming", ".rejected-"+strconv.Itoa(i)+"-"+name)
+		if _, err := os.Lstat(to); err == nil {
+			continue
+		}
+		if err := os.Rename(from, to); err == nil {
+			return nil
+		}
+		break
+	}
+	// No way to keep it: take it away all the same. RemoveAll follows no
+	// link.
+	return os.RemoveAll(from)
+}
+
+func (s *Spool) exists(parts ...string) bool {
+	_, err := os.Lstat(s.path(parts...))
+	return err == nil
+}
+
+// PruneRejected removes rejected requests older than age, and what of
+// them stayed in incoming under a ".rejected-" name.
+func (s *Spool) PruneRejected(age time.Duration) {
+	entries, _ := os.ReadDir(s.path("rejected"))
+	for _, e := range entries {
+		if info, err := e.Info(); err == nil && time.Since(info.ModTime()) > age {
+			_ = os.RemoveAll(s.path("rejected", e.Name()))
+		}
+	}
+	entries, _ = os.ReadDir(s.path("incoming"))
+	for _, e := range entries {
+		if !strings.HasPrefix(e.Name(), ".rejected-") {
+			continue
+		}
+		if info, err := e.Info(); err == nil && time.Since(info.ModTime()) > age {
+			_ = os.RemoveAll(s.path("incoming", e.Name()))
+		}
+	}
 }
 
 // Tidy looks at claimed jobs: one whose record is no longer queued has
@@ -196,9 +282,10 @@ func (s *Spool) Tidy(queued func(id string) bool, requeue bool) {
 	}
 }
 
-// Start claims queued job id and starts it detached. It reports false
-// when someone else claimed it first.
-func (s *Spool) Start(id string) (bool, error) {
+// Start claims queued job id and starts it detached, when its script is
+// a regular file owned by uid. It reports false when someone else claimed
+// it first. A script of anyone else's goes to rejected: it is never run.
+func (s *Spool) Start(id string, uid int) (bool, error) {
 	claimed := s.path("claimed", id+".sh")
 	if err := os.Rename(s.path("queue", id+".sh"), claimed); err != nil {
 		if errors.Is(err, fs.ErrNotExist) {
@@ -210,9 +297,14 @@ func (s *Spool) Start(id string) (bool, error) {
 	// claimGrace to record its start.
 	now := time.Now()
 	_ = os.Chtimes(claimed, now, now)
-	f, err := os.OpenFile(claimed, os.O_RDONLY|syscall.O_NOFOLLOW, 0)
+	f, err := os.OpenFile(claimed, os.O_RDONLY|syscall.O_NOFOLLOW|syscall.O_NONBLOCK|syscall.O_CLOEXEC, 0)
 	if err != nil {
 		return false, err
+	}
+	if fi, err := f.Stat(); err != nil || !ownedRegular(fi, uid) {
+		f.Close()
+		_ = os.Rename(claimed, s.path("rejected", id+".sh"))
+		return false, fmt.Errorf("%s: not a regular file of uid %d; moved to %s", claimed, uid, s.path("rejected"))
 	}
 	script, err := readAll(f)
 	f.Close()
@@ -226,6 +318,11 @@ func (s *Spool) Start(id string) (bool, error) {
 	// The claim stays until the record says the job started (Tidy): until
 	// then it is what tells readers the job is still on its way.
 	return true, nil
+}
+
+func ownedRegular(fi os.FileInfo, uid int) bool {
+	sys, ok := fi.Sys().(*syscall.Stat_t)
+	return ok && fi.Mode().IsRegular() && int(sys.Uid) == uid
 }
 
 func readAll(f *os.File) ([]byte, error) {

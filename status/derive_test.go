@@ -19,7 +19,7 @@ func newStore(t *testing.T) *Store {
 // addJob writes a record and an output file made of parts.
 func addJob(t *testing.T, s *Store, r *Record, parts ...any) {
 	t.Helper()
-	lock, err := s.CreateOutput(r.ID)
+	lock, err := s.CreateOutput(r.ID, 0)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -63,6 +63,9 @@ type Job struct {
 type Record struct {
 	Job
 	Nonce string `json:"nonce"`
+	// SpecMAC is the spec's MAC over the job's argv (Spec.MAC): the
+	// wrapper runs the job only with the argv and spec it was made from.
+	SpecMAC string `json:"spec_mac,omitempty"`
 	// Processes: the wrapper that will write the end marker, and the
 	// job's own process; each with its start time in clock ticks since
 	// boot so that a recycled PID never looks alive.

@@ -122,37 +122,49 @@ func (o *Output) read(from, to int64, raw bool, scratch *[]byte) (Range, error) 
 	return r, nil
 }
 
+// MaxTail is the most of the end of the output that Tail reads: the last
+// n lines, or fewer when they do not fit in it (a line longer than it
+// shows its last part). Memory stays bounded however long the lines are.
+const MaxTail = 8 << 20
+
 // Tail returns the last n lines of the job's bytes, as tail -n does: a
 // last line without newline counts as a line. It reads backwards from the
-// end, so its cost grows with what it returns.
+// end, so its cost grows with what it returns, never past MaxTail.
 func (o *Output) Tail(n int, raw bool) ([]byte, error) {
+	var b bytes.Buffer
+	err := o.TailTo(&b, n, raw)
+	return b.Bytes(), err
+}
+
+// TailTo writes what Tail returns to w, without joining the pieces it read.
+func (o *Output) TailTo(w io.Writer, n int, raw bool) error {
 	size, err := o.Size()
 	if err != nil {
-		return nil, err
+		return err
 	}
 	if n <= 0 {
-		return []byte{}, nil
+		return nil
 	}
-	var pieces [][]byte
-	total, lines := 0, 0
+	var pieces [][]byte // newest first
+	lines := 0
 	// 16 KiB holds 100 lines of typical build output; a first read any
 	// larger only costs page faults of its buffers in a command that lives
 	// a few milliseconds.
 	chunk := int64(16 << 10)
 	pos := size
+	floor := max(0, size-MaxTail)
 	lastByte := byte(0)
-	for pos > 0 {
-		from := max(0, pos-chunk)
+	for pos > floor {
+		from := max(floor, pos-chunk)
 		r, err := o.Read(from, pos, raw)
 		if err != nil {
-			return nil, err
+			return err
 		}
 		if len(r.Data) > 0 {
 			if len(pieces) == 0 {
 				lastByte = r.Data[len(r.Data)-1]
 			}
 			pieces = append(pieces, r.Data)
-			total += len(r.Data)
 			lines += bytes.Count(r.Data, []byte("\n"))
 		}
 		pos = from
@@ -163,33 +175,41 @@ func (o *Output) Tail(n int, raw bool) ([]byte, error) {
 		if lines >= need {
 			break
 		}
-		chunk = min(chunk*2, 8<<20)
+		chunk = min(chunk*2, 4<<20)
 	}
-	var all []byte
-	if len(pieces) == 1 {
-		all = pieces[0]
-	} else {
-		all = make([]byte, 0, total)
-		for i := len(pieces) - 1; i >= 0; i-- {
-			all = append(all, pieces[i]...)
-		}
-	}
-	// Cut after the newline that ends the line before the last n.
-	end := len(all)
-	if end > 0 && all[end-1] == '\n' {
-		end--
-	}
-	cut := 0
-	for i, seen := end-1, 0; i >= 0; i-- {
-		if all[i] == '\n' {
+	// Cut after the newline that ends the line before the last n: count
+	// newlines from the end, the one that ends the last line aside.
+	seen := 0
+	skip := lastByte == '\n'
+	cutPiece, cutAt := len(pieces)-1, 0
+	found := false
+	for p := 0; p < len(pieces) && !found; p++ {
+		d := pieces[p]
+		for i := len(d) - 1; i >= 0; i-- {
+			if d[i] != '\n' {
+				continue
+			}
+			if skip {
+				skip = false
+				continue
+			}
 			seen++
 			if seen == n {
-				cut = i + 1
+				cutPiece, cutAt, found = p, i+1, true
 				break
 			}
 		}
 	}
-	return all[cut:], nil
+	for p := cutPiece; p >= 0; p-- {
+		d := pieces[p]
+		if p == cutPiece {
+			d = d[cutAt:]
+		}
+		if _, err := w.Write(d); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // FindEnd scans the file from offset for the end marker of attempt. It is

@@ -2,6 +2,9 @@ package status
 
 import (
 	"bufio"
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/hex"
 	"fmt"
 	"io"
 	"strconv"
@@ -14,7 +17,10 @@ import (
 // secret in it shows in ps and no file the caller owns is read at run time.
 // Values are Go-quoted, which keeps any bytes exact.
 type Spec struct {
-	Nonce   string
+	Nonce string
+	// Key makes the record's SpecMAC: it travels only in the backend's
+	// script, which nobody but the job's user (and root) can read.
+	Key     string
 	Workdir string
 	Env     []string
 	// Job control, all optional.
@@ -41,6 +47,9 @@ type Rlimit struct {
 func (s Spec) Encode() []byte {
 	var b strings.Builder
 	fmt.Fprintf(&b, "nonce %s\n", strconv.Quote(s.Nonce))
+	if s.Key != "" {
+		fmt.Fprintf(&b, "key %s\n", strconv.Quote(s.Key))
+	}
 	fmt.Fprintf(&b, "workdir %s\n", strconv.Quote(s.Workdir))
 	for _, e := range s.Env {
 		fmt.Fprintf(&b, "env %s\n", strconv.Quote(e))
@@ -80,6 +89,8 @@ func DecodeSpec(r io.Reader) (Spec, error) {
 		switch key {
 		case "nonce":
 			s.Nonce = v
+		case "key":
+			s.Key = v
 		case "workdir":
 			s.Workdir = v
 		case "env":
@@ -121,4 +132,25 @@ func DecodeSpec(r io.Reader) (Spec, error) {
 		return s, fmt.Errorf("job spec: nonce or workdir missing")
 	}
 	return s, nil
+}
+
+// MAC binds argv and every value of the spec but the key to the key: the
+// record keeps it, so that a wrapper started by anyone who read the
+// record's nonce still runs nothing but what was scheduled (see the
+// wrapper). Without the key it cannot be made, and it tells nothing of
+// the environment's values.
+func (s Spec) MAC(argv []string) string {
+	key := s.Key
+	s.Key = ""
+	h := hmac.New(sha256.New, []byte(key))
+	for _, a := range argv {
+		fmt.Fprintf(h, "arg %s\n", strconv.Quote(a))
+	}
+	h.Write(s.Encode())
+	return hex.EncodeToString(h.Sum(nil))
+}
+
+// MACMatches tells whether mac is s.MAC(argv).
+func (s Spec) MACMatches(argv []string, mac string) bool {
+	return s.Key != "" && hmac.Equal([]byte(s.MAC(argv)), []byte(mac))
 }

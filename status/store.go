@@ -17,8 +17,8 @@ import (
 // Store is a state directory:
 //
 //	DIR/jobs/ID.json   the job's record, replaced atomically
-//	DIR/jobs/ID.out    the job's output with the wrapper's markers; also
-//	                   the job's lock (flock on a separate descriptor)
+//	DIR/jobs/ID.out    the job's output with the wrapper's markers
+//	DIR/private/       the locks, for the owner alone (see lock.go)
 //	DIR/active/ID      present while the job is not finished, so that an
 //	                   overview never has to read every record
 //	DIR/recent/ID      present for about the newest recentKeep jobs, so
@@ -41,13 +41,20 @@ func Open(dir string, create bool) (*Store, error) {
 		return nil, err
 	}
 	s := &Store{Dir: abs}
-	for _, d := range []string{abs, s.jobsDir(), s.activeDir(), s.recentDir()} {
+	for _, d := range []string{abs, s.jobsDir(), s.activeDir(), s.recentDir(), s.PrivateDir()} {
 		st, err := os.Lstat(d)
 		switch {
 		case err == nil && d != abs && !st.IsDir():
 			return nil, Errorf(Internal, "%s is not a directory", d).
 				WithHint("something replaced a folder of the state dir; move it away and retry")
 		case err == nil:
+		case errors.Is(err, fs.ErrNotExist) && d == s.PrivateDir():
+			// Made by whoever needs a lock first, with its owner's mode.
+			if create {
+				if err := s.makePrivate(); err != nil {
+					return nil, stateDirError(abs, err)
+				}
+			}
 		case errors.Is(err, fs.ErrNotExist) && create:
 			if err := mkdir(d); err != nil && !errors.Is(err, fs.ErrExist) {
 				return nil, stateDirError(abs, err)
@@ -100,78 +107,38 @@ func openNoFollow(path string, flag int, perm os.FileMode) (*os.File, error) {
 	return os.OpenFile(path, flag|syscall.O_NOFOLLOW|syscall.O_CLOEXEC, perm)
 }
 
-// CreateOutput creates the empty output file of a new job and returns it
-// holding the job's lock (see Lock): it fails when the ID is taken, so two
-// schedulers can never share a job, and no wrapper can act on the job
-// before its creator lets go.
-func (s *Store) CreateOutput(id string) (*os.File, error) {
-	f, err := openNoFollow(s.OutputPath(id), os.O_WRONLY|os.O_CREATE|os.O_EXCL, fileMode)
+// CreateOutput creates the empty output file of a new job and returns
+// the job's lock (see Lock), taken before the file exists: it fails when
+// the ID is taken, so two schedulers can never share a job, and no wrapper
+// can act on the job before its creator lets go. The file gets mode
+// (fileMode when 0), which every later record of the job keeps.
+func (s *Store) CreateOutput(id string, mode os.FileMode) (*os.File, error) {
+	if mode == 0 {
+		mode = fileMode
+	}
+	lock, err := s.lockJob(id)
 	if err != nil {
 		return nil, err
 	}
-	err = f.Chmod(fileMode)
-	if err == nil {
-		err = flock(f)
-	}
+	f, err := openNoFollow(s.OutputPath(id), os.O_WRONLY|os.O_CREATE|os.O_EXCL, mode)
 	if err != nil {
-		f.Close()
-		os.Remove(f.Name())
+		Unlock(lock)
 		return nil, err
 	}
-	return f, nil
+	err = f.Chmod(mode)
+	f.Close()
+	if err != nil {
+		os.Remove(s.OutputPath(id))
+		Unlock(lock)
+		return nil, err
+	}
+	return lock, nil
 }
 
 // OpenAppend opens the output of job id for appending, as the wrapper and
 // the job itself write it.
 func (s *Store) OpenAppend(id string) (*os.File, error) {
 	return openNoFollow(s.OutputPath(id), os.O_WRONLY|os.O_APPEND, 0)
-}
-
-// Lock takes the job's lock, which serialises every read-modify-write of
-// its record (schedule, wrapper, cancel). Release it with Unlock.
-func (s *Store) Lock(id string) (*os.File, error) {
-	f, err := openNoFollow(s.OutputPath(id), os.O_RDONLY, 0)
-	if err != nil {
-		if errors.Is(err, fs.ErrNotExist) {
-			return nil, notFound(id)
-		}
-		return nil, err
-	}
-	if err := flock(f); err != nil {
-		f.Close()
-		return nil, err
-	}
-	return f, nil
-}
-
-// LockAll takes the state dir's own lock, for decisions that span jobs
-// (--unique). Release it with Unlock.
-func (s *Store) LockAll() (*os.File, error) {
-	f, err := openNoFollow(filepath.Join(s.Dir, "lock"), os.O_RDONLY|os.O_CREATE, fileMode)
-	if err != nil {
-		return nil, err
-	}
-	if err := flock(f); err != nil {
-		f.Close()
-		return nil, err
-	}
-	return f, nil
-}
-
-func flock(f *os.File) error {
-	for {
-		err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX)
-		if err != syscall.EINTR {
-			return err
-		}
-	}
-}
-
-// Unlock releases a lock taken by Lock.
-func Unlock(f *os.File) {
-	if f != nil {
-		f.Close()
-	}
 }
 
 func notFound(id string) error {
@@ -204,20 +171,37 @@ func (s *Store) Load(id string) (*Record, error) {
 }
 
 // Save writes r atomically: a temp file in the same folder, fsync, rename.
-// Readers see the old record or the new one, never half of one.
+// Readers see the old record or the new one, never half of one. The
+// record gets the mode of the job's output file, so that a job whose
+// files the group may not read (root's) stays so whoever writes it.
 func (s *Store) Save(r *Record) error {
 	data, err := json.Marshal(r)
 	if err != nil {
 		return err
 	}
 	data = append(data, '\n')
-	return WriteFile(s.RecordPath(r.ID), data, fileMode)
+	mode := os.FileMode(fileMode)
+	if st, err := os.Lstat(s.OutputPath(r.ID)); err == nil && st.Mode().IsRegular() {
+		mode = st.Mode().Perm()
+	}
+	return WriteFile(s.RecordPath(r.ID), data, mode)
 }
 
 // WriteFile writes path atomically: a temp file in the same folder (its
 // name starts with a dot), fsync, rename. Readers see the old file or the
 // new one, never half of one.
 func WriteFile(path string, data []byte, mode os.FileMode) error {
+	return writeFile(path, data, mode, true)
+}
+
+// WriteFileUnsynced is WriteFile without the fsync: readers still never
+// see half a file, but a crash may lose it. For answers whose loss costs
+// only a retry.
+func WriteFileUnsynced(path string, data []byte, mode os.FileMode) error {
+	return writeFile(path, data, mode, false)
+}
+
+func writeFile(path string, data []byte, mode os.FileMode, sync bool) error {
 	dir, base := filepath.Split(path)
 	tmp, err := os.CreateTemp(dir, "."+base+".tmp*")
 	if err != nil {
@@ -228,7 +212,7 @@ func WriteFile(path string, data []byte, mode os.FileMode) error {
 	if err == nil {
 		_, err = tmp.Write(data)
 	}
-	if err == nil {
+	if err == nil && sync {
 		err = tmp.Sync()
 	}
 	if cerr := tmp.Close(); err == nil {

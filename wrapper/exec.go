@@ -51,7 +51,7 @@ func Exec(workdir string, nice int, limits []status.Rlimit, argv []string) int {
 		}
 		return cannot(126, "%s: %v", argv[0], unwrap(err))
 	}
-	err = syscall.Exec(path, argv, os.Environ())
+	err = syscall.Exec(path, argv, revealSudo(os.Environ()))
 	if errors.Is(err, syscall.ENOENT) {
 		return cannot(127, "%s: %v", path, err)
 	}

@@ -1,19 +1,15 @@
 package wrapper
 
 import (
-	"errors"
 	"os"
-	"path/filepath"
-	"strconv"
-	"syscall"
 	"time"
 
 	"github.com/cmesh/cmesh-run/status"
 )
 
-// A slot is an flock on STATE_DIR/slots/N, held by the wrapper while its
-// job runs: the kernel releases it when the wrapper ends, however it ends,
-// so a slot can never leak. Waiting jobs take free slots oldest first:
+// A slot is byte N of STATE_DIR/private/slots.lock, locked by the wrapper
+// while its job runs (status.TrySlot): the kernel releases it when the
+// wrapper ends, however it ends, so a slot can never leak. Waiting jobs take free slots oldest first:
 // only the oldest live waiting job may try.
 
 const slotPoll = 50 * time.Millisecond
@@ -21,11 +17,9 @@ const slotPoll = 50 * time.Millisecond
 // waitForSlot blocks until this job holds one of n slots, or a cancel
 // comes (then it reports true and holds nothing).
 func (w *wrap) waitForSlot(n int) (*os.File, bool) {
-	dir := filepath.Join(w.st.Dir, "slots")
-	_ = os.Mkdir(dir, 0o750)
 	for {
 		if w.isOldestWaiting() {
-			if f := tryAnySlot(dir, n); f != nil {
+			if f := w.tryAnySlot(n); f != nil {
 				return f, false
 			}
 		}
@@ -41,19 +35,10 @@ func (w *wrap) waitForSlot(n int) (*os.File, bool) {
 	}
 }
 
-func tryAnySlot(dir string, n int) *os.File {
+func (w *wrap) tryAnySlot(n int) *os.File {
 	for i := range n {
-		f, err := os.OpenFile(filepath.Join(dir, strconv.Itoa(i)), os.O_RDONLY|os.O_CREATE|syscall.O_NOFOLLOW, 0o640)
-		if err != nil {
-			continue
-		}
-		err = syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB)
-		if err == nil {
+		if f, ok, err := w.st.TrySlot(i); err == nil && ok {
 			return f
-		}
-		f.Close()
-		if !errors.Is(err, syscall.EWOULDBLOCK) {
-			continue
 		}
 	}
 	return nil

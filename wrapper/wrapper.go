@@ -14,13 +14,16 @@
 package wrapper
 
 import (
+	"encoding/json"
 	"fmt"
 	"io"
 	"os"
 	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"slices"
 	"strconv"
+	"strings"
 	"syscall"
 	"time"
 
@@ -95,6 +98,27 @@ func (w *wrap) unclaim() {
 	_ = os.Remove(filepath.Join(w.st.Dir, "spool", "claimed", w.id+".sh"))
 }
 
+// matches refuses an argv, workdir, environment or any other spec value
+// that is not what schedule recorded. The nonce alone is no proof: anyone
+// who may read the record reads it. The MAC's key is only in the script
+// the backend runs, and the MAC covers the argv byte for byte (the
+// record's JSON cannot: it replaces invalid UTF-8). Records from before
+// the MAC are held to their argv, as JSON keeps it, and workdir.
+func (w *wrap) matches(rec *status.Record) error {
+	var ok bool
+	if rec.SpecMAC != "" {
+		ok = w.spec.MACMatches(w.argv, rec.SpecMAC)
+	} else {
+		var seen []string
+		b, err := json.Marshal(w.argv)
+		ok = err == nil && json.Unmarshal(b, &seen) == nil && slices.Equal(rec.Command, seen) && rec.Workdir == w.spec.Workdir
+	}
+	if !ok {
+		return fmt.Errorf("job %s: the command or spec given is not the one recorded; refusing to run it", w.id)
+	}
+	return nil
+}
+
 func fail(err error) int {
 	fmt.Fprintf(os.Stderr, "cmesh-run: wrapper: %v\n", err)
 	return 1
@@ -126,6 +150,10 @@ func (w *wrap) run() int {
 		// Canceled before it started, or a stale script: nothing to run.
 		status.Unlock(lock)
 		return 0
+	}
+	if err := w.matches(rec); err != nil {
+		status.Unlock(lock)
+		return fail(err)
 	}
 	if w.out, err = w.st.OpenAppend(w.id); err != nil {
 		status.Unlock(lock)
@@ -411,7 +439,7 @@ func (w *wrap) startExec() (heldJob, error) {
 	cmd := &exec.Cmd{
 		Path:        exe,
 		Args:        args,
-		Env:         w.spec.Env,
+		Env:         hideSudo(w.spec.Env),
 		Dir:         "/",
 		Stdin:       null,
 		Stdout:      w.out,
@@ -426,4 +454,33 @@ func (w *wrap) startExec() (heldJob, error) {
 		return heldJob{}, err
 	}
 	return heldJob{pid: cmd.Process.Pid, release: func() { release.Close() }}, nil
+}
+
+// sudoHidden prefixes the SUDO_* variables of a job's environment (a job
+// scheduled with --inherit-env from a shell sudo opened) on their way
+// through _exec, which refuses to run under sudo and would take them for
+// sudo's own; _exec puts them back before the job's program starts.
+const sudoHidden = "CMESH_RUN_HIDDEN_"
+
+func hideSudo(env []string) []string {
+	out := make([]string, len(env))
+	for i, kv := range env {
+		if strings.HasPrefix(kv, "SUDO_") {
+			kv = sudoHidden + kv
+		}
+		out[i] = kv
+	}
+	return out
+}
+
+// revealSudo undoes hideSudo.
+func revealSudo(env []string) []string {
+	out := make([]string, 0, len(env))
+	for _, kv := range env {
+		if rest, ok := strings.CutPrefix(kv, sudoHidden); ok {
+			kv = rest
+		}
+		out = append(out, kv)
+	}
+	return out
 }

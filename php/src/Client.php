@@ -33,7 +33,7 @@ final class Client
     private const MAX_MARKER_LEN = 256;
 
     /** Record fields that are cmesh-run's own business, never part of the job object. */
-    private const PRIVATE_FIELDS = ['nonce', 'wrapper_pid', 'wrapper_start', 'pid_start', 'boot_id', 'start_offset', 'cancel'];
+    private const PRIVATE_FIELDS = ['nonce', 'spec_mac', 'wrapper_pid', 'wrapper_start', 'pid_start', 'boot_id', 'start_offset', 'cancel'];
 
     /** @var array<string, string> */
     private readonly array $env;
@@ -191,7 +191,8 @@ final class Client
             throw self::usage('log offset must be >= 0 and limit >= 1');
         }
         if ($this->spool) {
-            return $this->spoolLog(self::id($id), $offset, $limit);
+            // The binary answers at most 4 MiB at a time; so does the direct read.
+            return $this->spoolLog(self::id($id), $offset, min($limit, 4194304));
         }
         return $this->json(['log', '--json', '--offset', (string) $offset, '--limit', (string) $limit, self::id($id)]);
     }

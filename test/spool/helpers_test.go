@@ -930,7 +930,7 @@ func (s *supervisor) waitWorker(old int, timeout time.Duration) int {
 		if pid <= 0 || pid == old || !alive(pid) {
 			return false, fmt.Sprintf("pid %d (old %d)", pid, old)
 		}
-		if !holdsLock(pid, filepath.Join(s.w.stateDir, "spool", "worker.lock")) {
+		if !holdsLock(pid, filepath.Join(s.w.stateDir, "private", "worker.lock")) {
 			return false, fmt.Sprintf("worker %d does not hold the spool's lock yet", pid)
 		}
 		return true, ""

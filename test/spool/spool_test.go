@@ -612,7 +612,7 @@ func startWorker(t *testing.T, w *world) int {
 		}
 	})
 	poll(t, 10*time.Second, "the worker to hold the spool's lock", func() (bool, string) {
-		return holdsLock(pid, filepath.Join(w.stateDir, "spool", "worker.lock")), ""
+		return holdsLock(pid, filepath.Join(w.stateDir, "private", "worker.lock")), ""
 	})
 	return pid
 }

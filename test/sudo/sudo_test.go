@@ -111,6 +111,24 @@ func TestRunAsAndLockDown(t *testing.T) {
 	t.Run("CMESH_RUN_* variables never reach cmesh-run through www-data's sudo", func(t *testing.T) { testEnvOverrides(t, w, first) })
 	t.Run("a config others may write refuses every sudo call", func(t *testing.T) { testConfigCheck(t, w, first) })
 	t.Run("state dir: 2750 dirs, 0640 files, group www-data, nothing for others", func(t *testing.T) { checkStateModes(t, w) })
+
+	// Issue 12's attacks. After the modes check: the spool backend and root's jobs leave
+	// files of other modes in the state dir.
+	var l *lab
+	if !t.Run("attacks: a long-running profile, files of cmesh-test's, the lock holder", func(t *testing.T) { l = setupAttack(t, w) }) {
+		return
+	}
+	t.Run("commands with no business under sudo: exit 5, audited, nothing run", func(t *testing.T) { testSudoInternals(t, w, l) })
+	t.Run("the wrapper runs only the recorded argv and spec, without sudo too", func(t *testing.T) { testForeignArgv(t, w, l) })
+	t.Run("locks www-data takes in the state dir block nothing", func(t *testing.T) { testLocksHeld(t, w, l) })
+	t.Run("a profile's timeout and retries are ceilings", func(t *testing.T) { testCeilings(t, w) })
+	t.Run("audit: a cancel of a running job, bounded lines", func(t *testing.T) { testAuditCancelAndSize(t, w) })
+	t.Run("audit: no audit_log, no syslog: STATE_DIR/private/audit.log, doctor warns", func(t *testing.T) { testAuditFallback(t, w, l) })
+	t.Run("config check warns of patterns that let a value start with -", func(t *testing.T) { testDashPatterns(t, l) })
+	t.Run("--arg and --env values byte for byte", func(t *testing.T) { testExactValues(t, w) })
+	t.Run("status and list escape control characters", func(t *testing.T) { testControlChars(t, w, l) })
+	t.Run("root's jobs: 0600 unless root_jobs_readable", func(t *testing.T) { testRootJobFiles(t, w, l) })
+	t.Run("every audit line is at most 4096 bytes", func(t *testing.T) { testAuditLinesBounded(t, w) })
 	t.Logf("test body took %v", time.Since(start).Round(time.Millisecond))
 }
 
@@ -693,7 +711,8 @@ func testConfigCheck(t *testing.T, w *world, first job) {
 }
 
 // checkStateModes walks the state dir: every dir 2750, every file 0640, all group www-data,
-// nothing for others.
+// nothing for others; but private/ (the locks, the fallback audit log) is the owner's alone:
+// 0700, files 0600 or less.
 func checkStateModes(t *testing.T, w *world) {
 	n := 0
 	err := filepath.WalkDir(w.stateDir, func(path string, d fs.DirEntry, err error) error {
@@ -707,6 +726,20 @@ func checkStateModes(t *testing.T, w *world) {
 		n++
 		sys := st.Sys().(*syscall.Stat_t)
 		rel, _ := filepath.Rel(w.stateDir, path)
+		if rel == "private" || strings.HasPrefix(rel, "private/") {
+			switch {
+			case st.IsDir() && st.Mode().Perm() != 0o700:
+				t.Errorf("dir %s: %v, want 0700", rel, st.Mode())
+			case st.Mode().IsRegular() && st.Mode().Perm()&0o077 != 0:
+				t.Errorf("file %s: %v, want 0600 or less", rel, st.Mode())
+			case !st.IsDir() && !st.Mode().IsRegular():
+				t.Errorf("%s: unexpected %v", rel, st.Mode())
+			}
+			if int(sys.Uid) != w.runUID {
+				t.Errorf("%s: owner %d, want %s (%d)", rel, sys.Uid, runAs, w.runUID)
+			}
+			return nil
+		}
 		switch {
 		case st.IsDir():
 			if st.Mode()&fs.ModeSetgid == 0 || st.Mode().Perm() != 0o750 {
