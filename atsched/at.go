@@ -18,6 +18,8 @@ import (
 	"time"
 
 	"github.com/cmesh/cmesh-run/backend"
+	"github.com/cmesh/cmesh-run/errs"
+	"github.com/cmesh/cmesh-run/proc"
 	"github.com/cmesh/cmesh-run/status"
 )
 
@@ -50,10 +52,10 @@ func (a *At) Quotas() bool { return false }
 
 // cleanEnv is all at sees of our environment. at copies its caller's
 // environment into the spool file; nothing of the caller's may land there.
-var cleanEnv = []string{"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"}
+var cleanEnv = []string{"PATH=" + proc.CleanPath}
 
-func unavailable(format string, args ...any) *status.Error {
-	return status.Errorf(status.Unavailable, format, args...)
+func unavailable(format string, args ...any) *errs.Error {
+	return errs.Errorf(errs.Unavailable, format, args...)
 }
 
 // Check implements backend.Backend: at installed, atd running, and the
@@ -89,7 +91,7 @@ func (a *At) AtdPID() (int, bool) {
 		if err != nil || strings.TrimSpace(string(comm)) != "atd" {
 			return pid, false
 		}
-		if _, alive := status.ProcStart(pid); !alive {
+		if _, alive := proc.ProcStart(pid); !alive {
 			return pid, false
 		}
 		return pid, true
@@ -146,7 +148,7 @@ func (a *At) PermissionKnown() bool {
 
 // Denied is the error for a user whom at refuses; line is at.deny's line
 // that lists the user, when known.
-func (a *At) Denied(line int) *status.Error {
+func (a *At) Denied(line int) *errs.Error {
 	if _, err := os.Stat(a.AllowFile); err == nil {
 		return unavailable("user %s may not use at: %s exists and does not list it", a.User, a.AllowFile).
 			WithHint("add a line %q to %s (as root: echo %s >> %s)", a.User, a.AllowFile, a.User, a.AllowFile)
@@ -197,7 +199,7 @@ func ParseJobNumber(stderr []byte) (string, bool) {
 // wrapper moves to the job's workdir itself. -M: the wrapper sends
 // everything to the output file, nothing is left to mail.
 func (a *At) Submit(j backend.Job) (string, error) {
-	out, err := backend.RunInput(a.At, []string{a.At, "-M", "now"}, cleanEnv, j.Script())
+	out, err := proc.RunInput(a.At, []string{a.At, "-M", "now"}, cleanEnv, j.Script())
 	ref, ok := ParseJobNumber(out)
 	msg := strings.TrimSpace(lastLine(out))
 	if err != nil || !ok {
@@ -284,4 +286,21 @@ func (a *At) Probe() status.Probe {
 		}
 		return q[*r.BackendRef], nil
 	}
+}
+
+func init() {
+	backend.Register(backend.Entry{
+		Name: "at", Rank: 10,
+		New: func(e backend.Env) backend.Backend { return New(e.User, e.UID) },
+		Auto: func(be backend.Backend, user string) (bool, string) {
+			at := be.(*At)
+			if err := at.Check(); err != nil {
+				return false, "at: " + err.Error()
+			}
+			if !at.PermissionKnown() {
+				return true, "at is installed and atd runs; " + user + " cannot read at.allow or at.deny, so only at itself can say whether it may use it (the probe job tells)"
+			}
+			return true, "at is installed, atd runs and lets " + user + " use it"
+		},
+	})
 }

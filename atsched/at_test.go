@@ -6,7 +6,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/cmesh/cmesh-run/status"
+	"github.com/cmesh/cmesh-run/errs"
 )
 
 func TestParseJobNumber(t *testing.T) {
@@ -43,10 +43,10 @@ func TestPermitted(t *testing.T) {
 	}
 	os.WriteFile(deny, []byte("alias\nbackup\nwww-data\nnobody\n"), 0o644)
 	err := a.Permitted()
-	if status.KindOf(err) != status.Unavailable || !strings.Contains(err.Error(), deny) || !strings.Contains(err.Error(), "line 3") {
+	if errs.KindOf(err) != errs.Unavailable || !strings.Contains(err.Error(), deny) || !strings.Contains(err.Error(), "line 3") {
 		t.Errorf("denied: %v, want backend unavailable naming %s line 3", err, deny)
 	}
-	if h := status.HintOf(err); !strings.Contains(h, `sed -i '/^www-data$/d' `+deny) {
+	if h := errs.HintOf(err); !strings.Contains(h, `sed -i '/^www-data$/d' `+deny) {
 		t.Errorf("hint %q does not give the sed command", h)
 	}
 	// Unreadable files (Debian: root:daemon 0640): no verdict, at decides.
@@ -77,17 +77,17 @@ func TestPermitted(t *testing.T) {
 func TestCheckNames(t *testing.T) {
 	a := New("nobody", 65534)
 	a.At = "/nonexistent/at"
-	if err := a.Check(); status.KindOf(err) != status.Unavailable || !strings.Contains(status.HintOf(err), "apt-get install at") {
-		t.Errorf("missing at: %v (hint %q)", err, status.HintOf(err))
+	if err := a.Check(); errs.KindOf(err) != errs.Unavailable || !strings.Contains(errs.HintOf(err), "apt-get install at") {
+		t.Errorf("missing at: %v (hint %q)", err, errs.HintOf(err))
 	}
 	a = New("nobody", 65534)
 	a.At = "/bin/sh"
 	a.PidFiles = []string{filepath.Join(t.TempDir(), "atd.pid")}
-	if err := a.Check(); status.KindOf(err) != status.Unavailable || !strings.Contains(err.Error(), "atd is not running") {
+	if err := a.Check(); errs.KindOf(err) != errs.Unavailable || !strings.Contains(err.Error(), "atd is not running") {
 		t.Errorf("atd down: %v", err)
 	}
 	os.WriteFile(a.PidFiles[0], []byte("1\n"), 0o644) // PID 1 is not atd
-	if err := a.Check(); status.KindOf(err) != status.Unavailable || !strings.Contains(err.Error(), "stale") {
+	if err := a.Check(); errs.KindOf(err) != errs.Unavailable || !strings.Contains(err.Error(), "stale") {
 		t.Errorf("stale pid file: %v", err)
 	}
 }

@@ -1,6 +1,8 @@
 // Package backend is the small interface every way of starting a job
-// implements, and the script they all run: a few lines of sh that exec
-// the wrapper (cmesh-run _wrap) with the job's argv and spec.
+// implements, the registry of backends (each folder registers itself),
+// the script they all run (a few lines of sh that exec the wrapper,
+// cmesh-run _wrap, with the job's argv and spec), and the quoting of argv
+// for sh and for a terminal.
 package backend
 
 import (

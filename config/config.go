@@ -14,15 +14,19 @@ import (
 	"time"
 
 	"github.com/BurntSushi/toml"
-
-	"github.com/cmesh/cmesh-run/status"
+	"github.com/cmesh/cmesh-run/backend"
+	"github.com/cmesh/cmesh-run/errs"
+	"github.com/cmesh/cmesh-run/proc"
 )
 
 // DefaultPath is where the config lives when nobody says otherwise.
 const DefaultPath = "/etc/cmesh-run/config.toml"
 
+// SudoersPath is the sudo rule setup writes and doctor checks.
+const SudoersPath = "/etc/sudoers.d/cmesh-run"
+
 // DefaultJobPath is the PATH of every job unless the config sets one.
-const DefaultJobPath = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+const DefaultJobPath = proc.CleanPath
 
 // Config is the file's content. Keys are documented in the man page.
 type Config struct {
@@ -166,11 +170,11 @@ func Load(path string, required bool) (*Config, error) {
 		if errors.Is(err, fs.ErrNotExist) && !required {
 			return c.withDefaults(), nil
 		}
-		return nil, status.Errorf(status.Usage, "config %s: %v", path, unwrap(err)).
+		return nil, errs.Errorf(errs.Usage, "config %s: %v", path, unwrap(err)).
 			WithHint("pass an existing --config file, or none")
 	}
 	if err := Parse(data, c); err != nil {
-		return nil, status.Errorf(status.Usage, "config %s: %v", path, err).
+		return nil, errs.Errorf(errs.Usage, "config %s: %v", path, err).
 			WithHint("fix %s; the man page lists every key", path)
 	}
 	c.File = path
@@ -202,10 +206,8 @@ func Parse(data []byte, c *Config) error {
 		key := und[0].String()
 		return fmt.Errorf("line %d: unknown key %q", lineOf(data, und[0][len(und[0])-1]), key)
 	}
-	switch c.Backend {
-	case "", "at", "systemd", "spool", "direct", "auto":
-	default:
-		return fmt.Errorf("line %d: key \"backend\": %q is not a backend (at, systemd, spool, direct, auto)", lineOf(data, "backend"), c.Backend)
+	if c.Backend != "" && !backend.Known(c.Backend) {
+		return fmt.Errorf("line %d: key \"backend\": %q is not a backend (%s)", lineOf(data, "backend"), c.Backend, strings.Join(backend.Names(), ", "))
 	}
 	for _, n := range []struct {
 		key string

@@ -14,6 +14,8 @@ import (
 	"time"
 
 	"github.com/cmesh/cmesh-run/backend"
+	"github.com/cmesh/cmesh-run/errs"
+	"github.com/cmesh/cmesh-run/proc"
 	"github.com/cmesh/cmesh-run/status"
 )
 
@@ -31,9 +33,9 @@ func (Direct) Quotas() bool { return false }
 
 // Submit implements backend.Backend; the reference is the wrapper's PID.
 func (Direct) Submit(j backend.Job) (string, error) {
-	pid, err := backend.Detach(j.Script())
+	pid, err := proc.Detach(j.Script())
 	if err != nil {
-		return "", status.Errorf(status.Unavailable, "cannot start the job detached: %v", err).
+		return "", errs.Errorf(errs.Unavailable, "cannot start the job detached: %v", err).
 			WithHint("check that %s is executable and /bin/sh exists", j.Exe)
 	}
 	return strconv.Itoa(pid), nil
@@ -61,4 +63,14 @@ func (Direct) Probe() status.Probe {
 		err = syscall.Kill(pid, 0)
 		return err == nil || err == syscall.EPERM || time.Since(r.CreatedAt) < time.Second, nil
 	}
+}
+
+func init() {
+	backend.Register(backend.Entry{
+		Name: "direct", Rank: 100,
+		New: func(backend.Env) backend.Backend { return Direct{} },
+		Auto: func(backend.Backend, string) (bool, string) {
+			return true, "so direct (it dies with the caller's cgroup)"
+		},
+	})
 }

@@ -16,7 +16,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/cmesh/cmesh-run/atsched"
-	"github.com/cmesh/cmesh-run/status"
+	"github.com/cmesh/cmesh-run/errs"
 )
 
 // Verdicts.
@@ -45,6 +45,11 @@ type Env struct {
 	Sudoers string
 	// Auto says which backend --backend auto picks now, and why.
 	Auto func() (string, string)
+	// Backend is the backend jobs (and the probe) go through: the
+	// config's, auto resolved; BackendCheck its readiness. at gets its
+	// own, finer checks.
+	Backend      string
+	BackendCheck func() error
 	// Probe schedules a harmless job and waits for its end marker.
 	Probe        func(timeout time.Duration) error
 	ProbeTimeout time.Duration
@@ -61,12 +66,25 @@ type Env struct {
 func Run(e Env) []Check {
 	var out []Check
 	add := func(c Check) { out = append(out, c) }
-	atOK := checkAt(e, add)
+	backendOK := true
+	switch {
+	case e.Backend == "" || e.Backend == "at":
+		backendOK = checkAt(e, add)
+	case e.BackendCheck != nil:
+		// Another backend takes the jobs here (the config's, or auto's
+		// pick): its own check says whether it can, and at is no concern.
+		if err := e.BackendCheck(); err != nil {
+			add(Check{"backend " + e.Backend, Fail, err.Error(), errs.HintOf(err)})
+			backendOK = false
+		} else {
+			add(Check{"backend " + e.Backend, OK, "can take a job from " + e.At.User + " now", ""})
+		}
+	}
 	stateOK := checkStateDir(e, add)
-	if atOK && stateOK && e.Probe != nil {
+	if backendOK && stateOK && e.Probe != nil {
 		start := time.Now()
 		if err := e.Probe(e.ProbeTimeout); err != nil {
-			add(Check{"probe job", Fail, err.Error(), status.HintOf(err)})
+			add(Check{"probe job", Fail, err.Error(), errs.HintOf(err)})
 		} else {
 			add(Check{"probe job", OK, fmt.Sprintf("scheduled, started and ended in %v", time.Since(start).Round(time.Millisecond)), ""})
 		}
@@ -116,7 +134,7 @@ func checkAt(e Env, add func(Check)) bool {
 	file := a.PermissionFile()
 	switch err := a.Permitted(); {
 	case err != nil:
-		add(Check{name, Fail, err.Error(), status.HintOf(err)})
+		add(Check{name, Fail, err.Error(), errs.HintOf(err)})
 		ok = false
 	case a.UID == 0:
 		add(Check{name, OK, "root may always use at", ""})
@@ -295,7 +313,7 @@ func checkFPM(e Env, add func(Check)) {
 			pa := *e.At
 			pa.User, pa.UID = u, -1
 			if err := pa.Permitted(); err != nil {
-				add(Check{"at allows pool user " + u, Fail, err.Error(), status.HintOf(err)})
+				add(Check{"at allows pool user " + u, Fail, err.Error(), errs.HintOf(err)})
 			}
 		}
 	}

@@ -5,6 +5,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/cmesh/cmesh-run/atsched"
 )
@@ -51,5 +52,35 @@ func TestStateDirModes(t *testing.T) {
 	last := got[len(got)-1]
 	if last.Status != Warn || !strings.Contains(last.Message, "under /var/www") {
 		t.Errorf("state dir under the web root: %+v", last)
+	}
+}
+
+// On a host where another backend takes the jobs (only systemd, only a
+// spool worker, nothing but direct), at is no concern: its checks do not
+// fail doctor, and the probe goes through the backend in use.
+func TestProbeThroughTheBackendInUse(t *testing.T) {
+	dir := t.TempDir()
+	os.Chmod(dir, 0o750)
+	missing := atsched.New("tester", os.Getuid())
+	missing.At = filepath.Join(dir, "no-at")
+	probed := false
+	checks := Run(Env{
+		At: missing, StateDir: dir, Backend: "direct", BackendCheck: func() error { return nil },
+		Probe: func(time.Duration) error { probed = true; return nil }, AuditLog: "/var/log/x",
+	})
+	if Failed(checks) || !probed {
+		t.Fatalf("direct backend, no at: failed=%v probed=%v: %+v", Failed(checks), probed, checks)
+	}
+	for _, c := range checks {
+		if strings.HasPrefix(c.Name, "at ") || c.Name == "atd running" {
+			t.Errorf("an at check on a host that does not use at: %+v", c)
+		}
+	}
+	// The default backend, at, still gets its own checks, and without at
+	// the probe is not run.
+	probed = false
+	checks = Run(Env{At: missing, StateDir: dir, Backend: "at", Probe: func(time.Duration) error { probed = true; return nil }})
+	if !Failed(checks) || probed {
+		t.Errorf("at backend without at: failed=%v probed=%v", Failed(checks), probed)
 	}
 }

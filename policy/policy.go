@@ -12,6 +12,7 @@ import (
 	"syscall"
 
 	"github.com/cmesh/cmesh-run/config"
+	"github.com/cmesh/cmesh-run/errs"
 	"github.com/cmesh/cmesh-run/status"
 )
 
@@ -24,14 +25,6 @@ type Mode struct {
 	Asker string
 	// Root is set when the effective user is root.
 	Root bool
-}
-
-// Where says in which mode a refusal happened, for messages.
-func (m Mode) Where() string {
-	if strings.HasPrefix(m.Asker, "spool:") {
-		return "in a spool request"
-	}
-	return "under sudo"
 }
 
 // Detect reads the mode from the process.
@@ -72,8 +65,8 @@ func CheckCommand(name string, fileArgs bool, m Mode) error {
 }
 
 // Deny builds a refusal (exit 5).
-func Deny(format string, args ...any) *status.Error {
-	return status.Errorf(status.Denied, format, args...)
+func Deny(format string, args ...any) *errs.Error {
+	return errs.Errorf(errs.Denied, format, args...)
 }
 
 // CheckConfigFile refuses, like sudo and sshd do, a config that someone
@@ -99,6 +92,44 @@ func CheckConfigFile(path string) error {
 			WithHint("chmod 0644 %s", path)
 	}
 	return nil
+}
+
+// CheckJobID validates a job ID given by a caller, so that no ID can name a
+// path outside the state dir; under sudo a malformed one is an attempt on
+// paths, refused (exit 5) rather than a usage error.
+func CheckJobID(id string, m Mode) error {
+	err := status.CheckID(id)
+	if err != nil && m.Sudo {
+		return Deny("%v", err).WithHint("%s", errs.HintOf(err))
+	}
+	return err
+}
+
+// CheckOverrides refuses, under sudo, anything that would point cmesh-run
+// at a config or state dir other than root's: the flags and their
+// variables. configFlag and stateDirFlag are the flags' values.
+func CheckOverrides(m Mode, configFlag, stateDirFlag string) error {
+	if !m.Sudo {
+		return nil
+	}
+	for _, f := range []struct{ flag, value, env string }{{"config", configFlag, "CMESH_RUN_CONFIG"}, {"state-dir", stateDirFlag, "CMESH_RUN_STATE_DIR"}} {
+		if f.value != "" || os.Getenv(f.env) != "" {
+			return Deny("--%s and %s are refused under sudo", f.flag, f.env).
+				WithHint("the state dir and config come from %s only; ask its owner to change it", config.DefaultPath)
+		}
+	}
+	return nil
+}
+
+// CheckWorkerStateDir refuses a spool worker or drain running as root on
+// a state dir another user owns: what its queue holds, that user put
+// there, and root would run it.
+func CheckWorkerStateDir(dir string, euid, owner int, ownerName string) error {
+	if euid != 0 || owner == 0 {
+		return nil
+	}
+	return Deny("refusing to work as root on %s: it belongs to %s", dir, ownerName).
+		WithHint("run the worker or drain as %s (supervisor's user=, cron's user field, or runuser -u %s -- cmesh-run ...)", ownerName, ownerName)
 }
 
 // FreeCommandsAllowed tells whether a command that is not a profile may
@@ -140,7 +171,7 @@ func Expand(name string, p config.Profile, args map[string]string) (Expanded, er
 		}
 		re, err := config.Pattern(p.Args[k])
 		if err != nil {
-			return Expanded{}, status.Errorf(status.Internal, "profile %s: argument %s: %v", name, k, err)
+			return Expanded{}, errs.Errorf(errs.Internal, "profile %s: argument %s: %v", name, k, err)
 		}
 		if !re.MatchString(v) {
 			shown := strconv.Quote(v)

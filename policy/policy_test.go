@@ -7,7 +7,7 @@ import (
 	"testing"
 
 	"github.com/cmesh/cmesh-run/config"
-	"github.com/cmesh/cmesh-run/status"
+	"github.com/cmesh/cmesh-run/errs"
 )
 
 var build = config.Profile{
@@ -41,7 +41,7 @@ func TestExpandRefuses(t *testing.T) {
 		{"org": "a b", "name": "x"},
 	} {
 		_, err := Expand("build", build, args)
-		if status.KindOf(err) != status.Denied {
+		if errs.KindOf(err) != errs.Denied {
 			t.Errorf("Expand(%q) = %v, want a refusal", args, err)
 		}
 	}
@@ -62,7 +62,7 @@ func TestParseArgs(t *testing.T) {
 		t.Errorf("ParseArgs = %v, %v", m, err)
 	}
 	for _, bad := range [][]string{{"noequals"}, {"=v"}, {"a=1", "a=2"}} {
-		if _, err := ParseArgs(bad); status.KindOf(err) != status.Denied {
+		if _, err := ParseArgs(bad); errs.KindOf(err) != errs.Denied {
 			t.Errorf("ParseArgs(%q) = %v", bad, err)
 		}
 	}
@@ -79,17 +79,17 @@ func TestCheckConfigFile(t *testing.T) {
 		t.Errorf("root 0644: %v", err)
 	}
 	os.Chmod(p, 0o664)
-	if err := CheckConfigFile(p); status.KindOf(err) != status.Denied {
+	if err := CheckConfigFile(p); errs.KindOf(err) != errs.Denied {
 		t.Errorf("group-writable: %v", err)
 	}
 	os.Chmod(p, 0o644)
 	os.Chown(p, 33, 33)
-	if err := CheckConfigFile(p); status.KindOf(err) != status.Denied {
+	if err := CheckConfigFile(p); errs.KindOf(err) != errs.Denied {
 		t.Errorf("owned by uid 33: %v", err)
 	}
 	l := filepath.Join(dir, "link.toml")
 	os.Symlink(p, l)
-	if err := CheckConfigFile(l); status.KindOf(err) != status.Denied {
+	if err := CheckConfigFile(l); errs.KindOf(err) != errs.Denied {
 		t.Errorf("symlink: %v", err)
 	}
 	if err := CheckConfigFile(filepath.Join(dir, "missing")); err != nil {
@@ -134,8 +134,8 @@ func TestCheckCommand(t *testing.T) {
 		if got := err != nil; got != c.denied {
 			t.Errorf("CheckCommand(%q, files=%v, %+v) = %v, want denied=%v", c.name, c.files, c.mode, err, c.denied)
 		}
-		if err != nil && status.KindOf(err) != status.Denied {
-			t.Errorf("%s: kind %v, want denied (exit 5)", c.name, status.KindOf(err))
+		if err != nil && errs.KindOf(err) != errs.Denied {
+			t.Errorf("%s: kind %v, want denied (exit 5)", c.name, errs.KindOf(err))
 		}
 	}
 }

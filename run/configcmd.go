@@ -8,10 +8,10 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/cmesh/cmesh-run/config"
-	"github.com/cmesh/cmesh-run/status"
+	"github.com/cmesh/cmesh-run/errs"
 )
 
-func (a *app) configCommand() *cli.Command {
+func (a *app) newConfigCommand() *cli.Command {
 	return &cli.Command{
 		Name:  "config",
 		Usage: "show the effective config, or check a config file",
@@ -24,12 +24,12 @@ func (a *app) configCommand() *cli.Command {
 					if err := a.setup(c); err != nil {
 						return err
 					}
-					src := a.cfg.File
+					src := a.svc.Cfg.File
 					if src == "" {
 						src = "none, defaults only"
 					}
-					fmt.Fprintf(a.stdout, "# config: %s\n# state dir: %s\n", src, a.stateDir)
-					return toml.NewEncoder(a.stdout).Encode(a.cfg)
+					fmt.Fprintf(a.stdout, "# config: %s\n# state dir: %s\n", src, a.svc.StateDir)
+					return toml.NewEncoder(a.stdout).Encode(a.svc.Cfg)
 				},
 			},
 			{
@@ -46,7 +46,7 @@ func (a *app) configCommand() *cli.Command {
 						path = config.DefaultPath
 					}
 					if c.NArg() > 1 {
-						return status.Errorf(status.Usage, "config check takes one file").WithHint("cmesh-run config check FILE")
+						return errs.Errorf(errs.Usage, "config check takes one file").WithHint("cmesh-run config check FILE")
 					}
 					cfg, err := config.Load(path, true)
 					if err != nil {

@@ -8,11 +8,12 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/cmesh/cmesh-run/atsched"
+	"github.com/cmesh/cmesh-run/config"
 	"github.com/cmesh/cmesh-run/doctor"
-	"github.com/cmesh/cmesh-run/status"
+	"github.com/cmesh/cmesh-run/jobs"
 )
 
-func (a *app) doctorCommand() *cli.Command {
+func (a *app) newDoctorCommand() *cli.Command {
 	return &cli.Command{
 		Name:  "doctor",
 		Usage: "check everything a working setup needs, and print the fix for each problem",
@@ -29,30 +30,36 @@ func (a *app) doctorCommand() *cli.Command {
 				Value: cli.NewStringSlice("/etc/php/*/fpm/php-fpm.conf", "/etc/php/*/fpm/pool.d/*.conf")},
 			&cli.DurationFlag{Name: "probe-timeout", Value: 10 * time.Second, Usage: "how long the probe job may take (`DUR`)"},
 		},
-		Action: a.doctor,
+		Action: a.runDoctor,
 	}
 }
 
-func (a *app) doctor(c *cli.Context) error {
+func (a *app) runDoctor(c *cli.Context) error {
 	a.jsonOut = c.Bool("json")
 	if err := a.setup(c); err != nil {
 		return err
 	}
-	who := currentCaller()
+	who := jobs.CurrentCaller()
+	be, err := a.svc.Backend("", who)
+	if err != nil {
+		return err
+	}
 	checks := doctor.Run(doctor.Env{
-		At:       atsched.New(who.name, who.uid),
-		StateDir: a.stateDir,
-		FPMConfs: c.StringSlice("fpm-conf"),
-		Sudoers:  "/etc/sudoers.d/cmesh-run",
-		Probe:    a.probeJob,
+		Backend:      be.Name(),
+		BackendCheck: be.Check,
+		At:           atsched.New(who.Name, who.UID),
+		StateDir:     a.svc.StateDir,
+		FPMConfs:     c.StringSlice("fpm-conf"),
+		Sudoers:      config.SudoersPath,
+		Probe:        func(timeout time.Duration) error { return a.svc.ProbeJob(be.Name(), timeout) },
 		Auto: func() (string, string) {
-			be, why := a.autoBackend(who)
+			be, why := a.svc.Auto(who)
 			return be.Name(), why
 		},
 		ProbeTimeout:    c.Duration("probe-timeout"),
-		AuditLog:        a.cfg.AuditLog,
-		SyslogListens:   syslogListens(),
-		PatternWarnings: dashWarnings(a.cfg),
+		AuditLog:        a.svc.Cfg.AuditLog,
+		SyslogListens:   jobs.SyslogListens(),
+		PatternWarnings: dashWarnings(a.svc.Cfg),
 	})
 	failed := doctor.Failed(checks)
 	if a.jsonOut {
@@ -75,48 +82,4 @@ func (a *app) doctor(c *cli.Context) error {
 		return exitError(ExitInternal)
 	}
 	return nil
-}
-
-// probeJob runs a harmless job through the real backend and waits for its
-// end marker; it removes the job's files afterwards.
-func (a *app) probeJob(timeout time.Duration) error {
-	name := "cmesh-run-doctor"
-	rec, _, err := a.submit(submission{argv: []string{"true"}, name: &name, workdir: "/"})
-	if err != nil {
-		return err
-	}
-	st, err := a.store(false)
-	if err != nil {
-		return err
-	}
-	defer st.Remove(rec.ID)
-	deadline := time.Now().Add(timeout)
-	for {
-		r, err := st.Load(rec.ID)
-		if err != nil {
-			return err
-		}
-		j := st.Derive(r, nil)
-		switch {
-		case j.State == status.Succeeded:
-			return nil
-		case j.State.Finished():
-			return status.Errorf(status.Internal, "the probe job ended %s (exit %s): %s", j.State, fmtInt(j.ExitCode), tailOf(st, r)).
-				WithHint("read the job's output above; run cmesh-run doctor as the user PHP runs as")
-		case time.Now().After(deadline):
-			return status.Errorf(status.Unavailable, "the probe job (at job %s) did not %s within %v", fmtRef(j.BackendRef), map[bool]string{true: "start", false: "end"}[j.State == status.Queued], timeout).
-				WithHint("check atd: is it running and reading /var/spool/cron/atjobs? (journalctl -u atd, atq)")
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
-
-func tailOf(st *status.Store, r *status.Record) string {
-	o, err := status.OpenOutput(st.OutputPath(r.ID), r.Nonce)
-	if err != nil {
-		return err.Error()
-	}
-	defer o.Close()
-	b, _ := o.Tail(3, false)
-	return strings.TrimSpace(string(b))
 }

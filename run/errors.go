@@ -8,8 +8,8 @@ import (
 	"os"
 	"strings"
 
+	"github.com/cmesh/cmesh-run/errs"
 	"github.com/cmesh/cmesh-run/policy"
-	"github.com/cmesh/cmesh-run/status"
 )
 
 // Exit statuses of SPEC.md; the man page's EXIT STATUS lists the same.
@@ -28,15 +28,15 @@ type exitError int
 
 func (e exitError) Error() string { return fmt.Sprintf("exit %d", int(e)) }
 
-var kinds = map[status.Kind]struct {
+var kinds = map[errs.Kind]struct {
 	code int
 	name string
 }{
-	status.Internal:    {ExitInternal, "internal"},
-	status.Usage:       {ExitUsage, "usage"},
-	status.NotFound:    {ExitNotFound, "not_found"},
-	status.Unavailable: {ExitUnavailable, "backend_unavailable"},
-	status.Denied:      {ExitDenied, "denied"},
+	errs.Internal:    {ExitInternal, "internal"},
+	errs.Usage:       {ExitUsage, "usage"},
+	errs.NotFound:    {ExitNotFound, "not_found"},
+	errs.Unavailable: {ExitUnavailable, "backend_unavailable"},
+	errs.Denied:      {ExitDenied, "denied"},
 }
 
 // Main runs the command line and returns the process's exit status. It is
@@ -50,9 +50,9 @@ func Main(args []string, stdout, stderr io.Writer) int {
 	if err == nil {
 		return ExitOK
 	}
-	if status.KindOf(err) == status.Usage && !a.audited && policy.Detect().Sudo {
-		// Under sudo every call that ran nothing is a refusal the audit
-		// must show, a mistyped flag too.
+	// Every refusal leaves one audit line, wherever it was decided; under
+	// sudo so does a usage error (a mistyped flag is an attempt too).
+	if k := errs.KindOf(err); !a.audit.Done && (k == errs.Denied || k == errs.Usage && policy.Detect().Sudo) {
 		if a.command == "" {
 			a.command, _ = commandOf(args)
 		}
@@ -62,10 +62,10 @@ func Main(args []string, stdout, stderr io.Writer) int {
 	if errors.As(err, &ee) {
 		return int(ee)
 	}
-	k := kinds[status.KindOf(err)]
+	k := kinds[errs.KindOf(err)]
 	msg := strings.ReplaceAll(err.Error(), "\n", " ")
 	fmt.Fprintf(stderr, "cmesh-run: error: %s\n", msg)
-	if hint := status.HintOf(err); hint != "" {
+	if hint := errs.HintOf(err); hint != "" {
 		fmt.Fprintf(stderr, "hint: %s\n", hint)
 	}
 	if wantsJSON(args) {
@@ -74,7 +74,7 @@ func Main(args []string, stdout, stderr io.Writer) int {
 			Message string `json:"message"`
 			Hint    string `json:"hint,omitempty"`
 		}
-		_ = json.NewEncoder(stdout).Encode(map[string]body{"error": {k.name, msg, status.HintOf(err)}})
+		_ = json.NewEncoder(stdout).Encode(map[string]body{"error": {k.name, msg, errs.HintOf(err)}})
 	}
 	return k.code
 }

@@ -13,7 +13,7 @@ import (
 
 // The hidden commands the backends' scripts run; not for people.
 
-func (a *app) wrapCommand() *cli.Command {
+func (a *app) newWrapCommand() *cli.Command {
 	return &cli.Command{
 		Name:      "_wrap",
 		Hidden:    true,
@@ -36,7 +36,7 @@ func (a *app) wrapCommand() *cli.Command {
 	}
 }
 
-func (a *app) execCommand() *cli.Command {
+func (a *app) newExecCommand() *cli.Command {
 	return &cli.Command{
 		Name:      "_exec",
 		Hidden:    true,

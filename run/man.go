@@ -1,148 +1,15 @@
 package run
 
 import (
-	"fmt"
-	"io"
-	"strings"
-
+	"github.com/cmesh/cmesh-run/manpage"
 	"github.com/urfave/cli/v2"
 )
 
-// The man page is generated from the command line itself (commands, flags,
-// help texts) plus the hand-written sections below, so that it cannot
-// drift from what the binary accepts; `make man` writes man/cmesh-run.1
-// and the tests fail when the committed page is stale.
-
-func (a *app) manCommand() *cli.Command {
+func (a *app) newManCommand() *cli.Command {
 	return &cli.Command{
 		Name:   "_man",
 		Hidden: true,
 		Usage:  "print the man page (roff)",
-		Action: func(c *cli.Context) error { return writeMan(a.stdout, c.App) },
+		Action: func(c *cli.Context) error { return manpage.Write(a.stdout, c.App) },
 	}
-}
-
-// manDate is the page's date; bump it with the page's content.
-const manDate = "2026-12-04"
-
-// fill breaks text at spaces so that no input line is longer than 78 bytes
-// (roff refills it anyway).
-func fill(s string) string {
-	var out []string
-	for _, line := range strings.Split(s, "\n") {
-		for len(line) > 78 {
-			i := strings.LastIndexByte(line[:78], ' ')
-			if i <= 0 {
-				break
-			}
-			out = append(out, line[:i])
-			line = line[i+1:]
-		}
-		out = append(out, line)
-	}
-	return strings.Join(out, "\n")
-}
-
-// roff escapes text for a roff body line.
-func roff(s string) string {
-	s = strings.ReplaceAll(s, `\`, `\e`)
-	s = strings.ReplaceAll(s, "-", `\-`)
-	var b strings.Builder
-	for i, line := range strings.Split(s, "\n") {
-		if i > 0 {
-			b.WriteByte('\n')
-		}
-		if strings.HasPrefix(line, ".") || strings.HasPrefix(line, "'") {
-			b.WriteString(`\&`)
-		}
-		b.WriteString(line)
-	}
-	return b.String()
-}
-
-// placeholder splits a usage text into its `PLACEHOLDER` and plain text.
-func placeholder(usage string) (string, string) {
-	i := strings.IndexByte(usage, '`')
-	if i < 0 {
-		return "", usage
-	}
-	j := strings.IndexByte(usage[i+1:], '`')
-	if j < 0 {
-		return "", usage
-	}
-	name := usage[i+1 : i+1+j]
-	return name, usage[:i] + name + usage[i+2+j:]
-}
-
-func writeFlags(w io.Writer, flags []cli.Flag) {
-	for _, f := range flags {
-		df, ok := f.(cli.DocGenerationFlag)
-		if !ok {
-			continue
-		}
-		var names []string
-		for _, n := range f.Names() {
-			dash := "--"
-			if len(n) == 1 {
-				dash = "-"
-			}
-			names = append(names, `\fB`+roff(dash+n)+`\fR`)
-		}
-		ph, usage := placeholder(df.GetUsage())
-		head := strings.Join(names, ", ")
-		if df.TakesValue() {
-			if ph == "" {
-				ph = "VALUE"
-			}
-			head += ` \fI` + roff(ph) + `\fR`
-		}
-		text := usage
-		if d := df.GetDefaultText(); d != "" {
-			text += " (default: " + d + ")"
-		} else if v := df.GetValue(); df.TakesValue() && v != "" && v != "0" && v != "false" {
-			text += " (default: " + v + ")"
-		}
-		if ef, ok := f.(interface{ GetEnvVars() []string }); ok && len(ef.GetEnvVars()) > 0 {
-			text += " (environment: " + strings.Join(ef.GetEnvVars(), ", ") + ")"
-		}
-		fmt.Fprintf(w, ".TP\n%s\n%s\n", head, roff(fill(text)))
-	}
-}
-
-func writeMan(w io.Writer, app *cli.App) error {
-	fmt.Fprintf(w, ".TH CMESH\\-RUN 1 %s \"cmesh\\-run\" \"User Commands\"\n", manDate)
-	fmt.Fprintf(w, ".SH NAME\ncmesh\\-run \\- %s\n", roff(fill(app.Usage)))
-	fmt.Fprintf(w, ".SH SYNOPSIS\n.B cmesh\\-run\n[\\fIGLOBAL OPTIONS\\fR] \\fICOMMAND\\fR [\\fIOPTIONS\\fR] [\\fIARGS\\fR]\n")
-	fmt.Fprintf(w, ".SH DESCRIPTION\n%s\n", manDescription)
-	fmt.Fprintf(w, ".SH GLOBAL OPTIONS\nGlobal options go before the command;\na command's options go before its arguments.\n")
-	writeFlags(w, app.Flags)
-	fmt.Fprintf(w, ".SH COMMANDS\n")
-	for _, c := range app.Commands {
-		if c.Hidden {
-			continue
-		}
-		fmt.Fprintf(w, ".SS \"%s %s\"\n", roff(c.Name), roff(c.ArgsUsage))
-		fmt.Fprintf(w, "%s.\n", roff(fill(upperFirst(c.Usage))))
-		desc, example, _ := strings.Cut(c.Description, "EXAMPLE:\n")
-		if d := strings.TrimSpace(desc); d != "" {
-			fmt.Fprintf(w, ".PP\n%s\n", roff(fill(d)))
-		}
-		writeFlags(w, c.Flags)
-		if ex := strings.TrimSpace(example); ex != "" {
-			fmt.Fprintf(w, ".PP\nExample:\n.PP\n.RS 4\n.nf\n")
-			for _, l := range strings.Split(ex, "\n") {
-				fmt.Fprintln(w, roff(strings.TrimSpace(l)))
-			}
-			fmt.Fprintf(w, ".fi\n.RE\n")
-		}
-	}
-	_, err := io.WriteString(w, manSections)
-	return err
-}
-
-func upperFirst(s string) string {
-	if s == "" {
-		return s
-	}
-	return strings.ToUpper(s[:1]) + s[1:]
 }

@@ -6,12 +6,12 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/cmesh/cmesh-run/config"
+	"github.com/cmesh/cmesh-run/errs"
 	"github.com/cmesh/cmesh-run/setup"
-	"github.com/cmesh/cmesh-run/status"
 	"github.com/cmesh/cmesh-run/systemd"
 )
 
-func (a *app) setupCommand() *cli.Command {
+func (a *app) newSetupCommand() *cli.Command {
 	return &cli.Command{
 		Name:  "setup",
 		Usage: "print (or, with --write, install) what PHP needs to run jobs through sudo as another user",
@@ -29,28 +29,28 @@ func (a *app) setupCommand() *cli.Command {
 			&cli.BoolFlag{Name: "systemd-template", Usage: "also install systemd's template unit " + systemd.TemplatePath + ": --backend systemd then starts each job as cmesh-run@ID.service instead of a transient unit"},
 			&cli.BoolFlag{Name: "write", Usage: "carry the steps out"},
 		},
-		Action: a.setupAction,
+		Action: a.runSetup,
 	}
 }
 
-func (a *app) setupAction(c *cli.Context) error {
+func (a *app) runSetup(c *cli.Context) error {
 	if err := a.setup(c); err != nil {
 		return err
 	}
 	if a.mode.Sudo && c.Bool("write") && os.Getenv("SUDO_USER") != "" && os.Geteuid() != 0 {
-		return status.Errorf(status.Denied, "setup --write needs root").WithHint("sudo cmesh-run setup --write ...")
+		return errs.Errorf(errs.Denied, "setup --write needs root").WithHint("sudo cmesh-run setup --write ...")
 	}
 	self, err := os.Executable()
 	if err != nil {
 		return err
 	}
-	dir := a.stateDir
-	if !c.IsSet("state-dir") && a.cfg.StateDir == "" && os.Getenv("CMESH_RUN_STATE_DIR") == "" {
+	dir := a.svc.StateDir
+	if !c.IsSet("state-dir") && a.svc.Cfg.StateDir == "" && os.Getenv("CMESH_RUN_STATE_DIR") == "" {
 		dir = "/var/lib/cmesh-run"
 	}
 	o := setup.Options{
 		WebUser: c.String("web-user"), RunAs: c.String("run-as"), Binary: c.String("binary"),
-		StateDir: dir, Config: config.DefaultPath, Sudoers: "/etc/sudoers.d/cmesh-run",
+		StateDir: dir, Config: config.DefaultPath, Sudoers: config.SudoersPath,
 		AtAllow: "/etc/at.allow", AtDeny: "/etc/at.deny", Self: self,
 		Supervisor: c.String("supervisor"),
 	}
@@ -59,7 +59,7 @@ func (a *app) setupAction(c *cli.Context) error {
 	}
 	for _, u := range []string{o.WebUser, o.RunAs} {
 		if !validUser(u) {
-			return status.Errorf(status.Usage, "bad user name %q", u).WithHint("a login name: letters, digits, _ . -")
+			return errs.Errorf(errs.Usage, "bad user name %q", u).WithHint("a login name: letters, digits, _ . -")
 		}
 	}
 	steps := setup.Plan(o)
@@ -68,10 +68,10 @@ func (a *app) setupAction(c *cli.Context) error {
 		return nil
 	}
 	if os.Geteuid() != 0 {
-		return status.Errorf(status.Denied, "setup --write needs root").WithHint("sudo cmesh-run setup --write ...")
+		return errs.Errorf(errs.Denied, "setup --write needs root").WithHint("sudo cmesh-run setup --write ...")
 	}
 	if err := setup.Apply(a.stdout, steps); err != nil {
-		return status.Errorf(status.Internal, "setup: %v", err).WithHint("fix the cause and run setup --write again; it resumes")
+		return errs.Errorf(errs.Internal, "setup: %v", err).WithHint("fix the cause and run setup --write again; it resumes")
 	}
 	return nil
 }

@@ -7,7 +7,7 @@ import (
 	"github.com/urfave/cli/v2"
 )
 
-func (a *app) versionCommand() *cli.Command {
+func (a *app) newVersionCommand() *cli.Command {
 	return &cli.Command{
 		Name:        "version",
 		Usage:       "print cmesh-run's version",

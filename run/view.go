@@ -9,8 +9,6 @@ import (
 	"strings"
 	"text/tabwriter"
 	"time"
-	"unicode"
-	"unicode/utf8"
 
 	"golang.org/x/sys/unix"
 
@@ -70,7 +68,7 @@ func printJob(w io.Writer, j status.Job) error {
 		{"name", orDash(j.NameOrEmpty())},
 		{"state", string(j.State)},
 		{"exit_code", exit},
-		{"command", displayArgv(j.Command)},
+		{"command", backend.Display(j.Command)},
 		{"workdir", j.Workdir},
 		{"backend", j.Backend},
 		{"backend_ref", fmtRef(j.BackendRef)},
@@ -86,7 +84,7 @@ func printJob(w io.Writer, j status.Job) error {
 	}
 	var b strings.Builder
 	for _, l := range lines {
-		fmt.Fprintf(&b, "%s: %s\n", l[0], safeText(l[1]))
+		fmt.Fprintf(&b, "%s: %s\n", l[0], backend.SafeText(l[1]))
 	}
 	_, err := io.WriteString(w, b.String())
 	return err
@@ -112,12 +110,12 @@ func printTable(w io.Writer, jobs []status.Job) error {
 	fmt.Fprintf(tw, "ID\t%s\tEXIT\tNAME\tCREATED\tDURATION\tCOMMAND\n", paint("STATE", "", color))
 	now := time.Now()
 	for _, j := range jobs {
-		cmd := displayArgv(j.Command)
+		cmd := backend.Display(j.Command)
 		if len(cmd) > 60 {
 			cmd = cmd[:57] + "..."
 		}
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", j.ID, paint(string(j.State), j.State, color), fmtInt(j.ExitCode),
-			safeText(orDash(j.NameOrEmpty())), ago(now, j.CreatedAt), duration(j), cmd)
+			backend.SafeText(orDash(j.NameOrEmpty())), ago(now, j.CreatedAt), duration(j), cmd)
 	}
 	return tw.Flush()
 }
@@ -170,78 +168,4 @@ func paint(s string, st status.State, color bool) string {
 		code = "02"
 	}
 	return "\x1b[" + code + "m" + s + "\x1b[0m"
-}
-
-// Text output is for a terminal: a job's argv, workdir or anything else a
-// caller chose must not reach it raw. A control character could move the
-// cursor, recolour the screen or print a fake "state: succeeded" line;
-// JSON output stays exact.
-
-// unsafeRune tells whether r must not reach a terminal: C0 and C1
-// controls, DEL, and format characters (bidirectional overrides among
-// them), which reorder or hide what is shown.
-func unsafeRune(r rune) bool {
-	return r == utf8.RuneError || unicode.Is(unicode.Cc, r) || unicode.Is(unicode.Cf, r)
-}
-
-func needsEscape(s string) bool {
-	for i, r := range s {
-		if unsafeRune(r) && !(r == utf8.RuneError && strings.HasPrefix(s[i:], "\uFFFD")) {
-			return true
-		}
-	}
-	return false
-}
-
-// safeText escapes what unsafeRune refuses, and invalid bytes, as \xHH
-// (\n, \r, \t by name) or \u{HHHH}.
-func safeText(s string) string {
-	if !needsEscape(s) {
-		return s
-	}
-	return escapeRunes(s, false)
-}
-
-func escapeRunes(s string, quoting bool) string {
-	var b strings.Builder
-	for i := 0; i < len(s); {
-		r, size := utf8.DecodeRuneInString(s[i:])
-		switch {
-		case r == utf8.RuneError && size == 1:
-			fmt.Fprintf(&b, "\\x%02x", s[i])
-		case r == '\n':
-			b.WriteString(`\n`)
-		case r == '\r':
-			b.WriteString(`\r`)
-		case r == '\t':
-			b.WriteString(`\t`)
-		case r == '\\' && quoting:
-			b.WriteString(`\\`)
-		case r == '\'' && quoting:
-			b.WriteString(`\'`)
-		case r < 0x80 && unsafeRune(r):
-			fmt.Fprintf(&b, "\\x%02x", r)
-		case unsafeRune(r) && r != utf8.RuneError:
-			fmt.Fprintf(&b, "\\u%04x", r)
-		default:
-			b.WriteString(s[i : i+size])
-		}
-		i += size
-	}
-	return b.String()
-}
-
-// displayArgv quotes argv for sh as backend.Quote does, but a word with a
-// character a terminal must not get is written in bash's $'...' form,
-// which says every byte and which bash reads back as the same word.
-func displayArgv(argv []string) string {
-	words := make([]string, len(argv))
-	for i, a := range argv {
-		if needsEscape(a) {
-			words[i] = "$'" + escapeRunes(a, true) + "'"
-		} else {
-			words[i] = backend.Quote(a)
-		}
-	}
-	return strings.Join(words, " ")
 }

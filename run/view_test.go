@@ -2,8 +2,6 @@ package run
 
 import (
 	"bytes"
-	"os/exec"
-	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -42,6 +40,34 @@ func TestNoColorOffTerminal(t *testing.T) {
 	}
 }
 
+// The pre-parse must name the command urfave/cli will run, whatever the
+// global flags before it: a refusal under sudo depends on it.
+func TestCommandOf(t *testing.T) {
+	for _, c := range []struct {
+		args  []string
+		name  string
+		files bool
+	}{
+		{[]string{"x", "_wrap", "--id", "a"}, "_wrap", false},
+		{[]string{"x", "--state-dir", "/s", "_exec", "--", "sh"}, "_exec", false},
+		{[]string{"x", "--state-dir=/s", "--log-level", "debug", "worker"}, "worker", false},
+		{[]string{"x", "-config", "/c", "drain"}, "drain", false},
+		{[]string{"x", "config", "check", "/home/u/secret"}, "config check", true},
+		{[]string{"x", "config", "check"}, "config check", false},
+		{[]string{"x", "config", "show"}, "config show", false},
+		{[]string{"x", "doctor", "--fpm-conf", "/etc/x"}, "doctor", true},
+		{[]string{"x", "doctor", "--fpm-conf=/etc/x"}, "doctor", true},
+		{[]string{"x", "doctor", "--json"}, "doctor", false},
+		{[]string{"x", "--", "_wrap"}, "", false},
+		{[]string{"x"}, "", false},
+	} {
+		name, files := commandOf(c.args)
+		if name != c.name || files != c.files {
+			t.Errorf("commandOf(%q) = %q, %v; want %q, %v", c.args, name, files, c.name, c.files)
+		}
+	}
+}
+
 // A command argument that carries terminal escapes or a fake "key: value"
 // line must reach the text output escaped (issue: status printed it raw).
 func TestTextOutputEscapesControls(t *testing.T) {
@@ -71,51 +97,5 @@ func TestTextOutputEscapesControls(t *testing.T) {
 	}
 	if !strings.Contains(b.String(), "fine\uFFFD") {
 		t.Errorf("a real U+FFFD was escaped: %s", b.String())
-	}
-}
-
-// The $'...' form is for people and for bash: bash reads it back as the
-// same words, byte for byte.
-func TestDisplayArgvRoundTrip(t *testing.T) {
-	bash, err := exec.LookPath("bash")
-	if err != nil {
-		t.Skip("no bash")
-	}
-	argv := []string{"plain", "a b", "it's", "\x1b[31mred\nstate: x", "tab\there", "\u202e", "bad\xffbyte", `back\slash`, "q'\\'x", "#x", "FOO=bar", ""}
-	out, err := exec.Command(bash, "-c", `printf '%s\0' `+displayArgv(argv)).Output()
-	if err != nil {
-		t.Fatal(err)
-	}
-	got := strings.Split(strings.TrimSuffix(string(out), "\x00"), "\x00")
-	if !slices.Equal(got, argv) {
-		t.Errorf("bash read %q back as %q", displayArgv(argv), got)
-	}
-}
-
-// The pre-parse must name the command urfave/cli will run, whatever the
-// global flags before it: a refusal under sudo depends on it.
-func TestCommandOf(t *testing.T) {
-	for _, c := range []struct {
-		args  []string
-		name  string
-		files bool
-	}{
-		{[]string{"x", "_wrap", "--id", "a"}, "_wrap", false},
-		{[]string{"x", "--state-dir", "/s", "_exec", "--", "sh"}, "_exec", false},
-		{[]string{"x", "--state-dir=/s", "--log-level", "debug", "worker"}, "worker", false},
-		{[]string{"x", "-config", "/c", "drain"}, "drain", false},
-		{[]string{"x", "config", "check", "/home/u/secret"}, "config check", true},
-		{[]string{"x", "config", "check"}, "config check", false},
-		{[]string{"x", "config", "show"}, "config show", false},
-		{[]string{"x", "doctor", "--fpm-conf", "/etc/x"}, "doctor", true},
-		{[]string{"x", "doctor", "--fpm-conf=/etc/x"}, "doctor", true},
-		{[]string{"x", "doctor", "--json"}, "doctor", false},
-		{[]string{"x", "--", "_wrap"}, "", false},
-		{[]string{"x"}, "", false},
-	} {
-		name, files := commandOf(c.args)
-		if name != c.name || files != c.files {
-			t.Errorf("commandOf(%q) = %q, %v; want %q, %v", c.args, name, files, c.name, c.files)
-		}
 	}
 }

@@ -5,6 +5,7 @@ import (
 
 	"github.com/urfave/cli/v2"
 
+	"github.com/cmesh/cmesh-run/errs"
 	"github.com/cmesh/cmesh-run/status"
 )
 
@@ -14,7 +15,7 @@ const (
 	ExitWaitNoCode  = 125
 )
 
-func (a *app) waitCommand() *cli.Command {
+func (a *app) newWaitCommand() *cli.Command {
 	return &cli.Command{
 		Name:      "wait",
 		Usage:     "block until a job has finished; exit with its exit code",
@@ -25,42 +26,34 @@ func (a *app) waitCommand() *cli.Command {
 		Flags: []cli.Flag{
 			&cli.DurationFlag{Name: "timeout", Usage: "give up after `DUR` (e.g. 90s, 15m) with status 124"},
 		},
-		Action: a.wait,
+		Action: a.runWait,
 	}
 }
 
-func (a *app) wait(c *cli.Context) error {
+func (a *app) runWait(c *cli.Context) error {
 	if err := a.setup(c); err != nil {
 		return err
 	}
 	if c.NArg() != 1 {
-		return status.Errorf(status.Usage, "wait takes exactly one job ID").
+		return errs.Errorf(errs.Usage, "wait takes exactly one job ID").
 			WithHint("options go before the ID: cmesh-run wait --timeout 10m ID")
 	}
 	id := c.Args().First()
 	var deadline <-chan time.Time
 	if d := c.Duration("timeout"); c.IsSet("timeout") {
 		if d < 0 {
-			return status.Errorf(status.Usage, "--timeout must not be negative").WithHint("e.g. --timeout 10m")
+			return errs.Errorf(errs.Usage, "--timeout must not be negative").WithHint("e.g. --timeout 10m")
 		}
 		deadline = time.After(d)
 	}
-	pause := 20 * time.Millisecond
-	for {
-		j, err := a.job(id)
-		if err != nil {
-			return err
-		}
-		if j.State.Finished() {
-			return exitError(waitStatus(j))
-		}
-		select {
-		case <-deadline:
-			return exitError(ExitWaitTimeout)
-		case <-time.After(pause):
-		}
-		pause = min(pause*2, 500*time.Millisecond)
+	j, ok, err := a.svc.Wait(id, deadline)
+	switch {
+	case err != nil:
+		return err
+	case !ok:
+		return exitError(ExitWaitTimeout)
 	}
+	return exitError(waitStatus(j))
 }
 
 // waitStatus is what wait exits with for a finished job.

@@ -32,6 +32,8 @@ import (
 	"time"
 
 	"github.com/cmesh/cmesh-run/backend"
+	"github.com/cmesh/cmesh-run/errs"
+	"github.com/cmesh/cmesh-run/proc"
 	"github.com/cmesh/cmesh-run/status"
 )
 
@@ -68,7 +70,7 @@ func (s *Spool) Check() error {
 		dir = parent
 	}
 	if err := syscall.Access(dir, 2|1); err != nil { // W_OK|X_OK
-		return status.Errorf(status.Unavailable, "spool %s: %s is not writable: %v", s.Dir, dir, err).
+		return errs.Errorf(errs.Unavailable, "spool %s: %s is not writable: %v", s.Dir, dir, err).
 			WithHint("make the state dir writable for this user")
 	}
 	return nil
@@ -164,11 +166,11 @@ func (s *Spool) store() *status.Store { return &status.Store{Dir: filepath.Dir(s
 // calls it once it holds the lock, and Unmark when it stops.
 func (s *Spool) MarkWorker() error {
 	pid := os.Getpid()
-	start, ok := status.ProcStart(pid)
+	start, ok := proc.ProcStart(pid)
 	if !ok {
 		return fmt.Errorf("cannot read /proc/%d/stat", pid)
 	}
-	line := fmt.Sprintf("%d %d %s\n", pid, start, status.BootID())
+	line := fmt.Sprintf("%d %d %s\n", pid, start, proc.BootID())
 	return status.WriteFile(s.path("worker.pid"), []byte(line), 0o640)
 }
 
@@ -188,7 +190,7 @@ func (s *Spool) WorkerAlive() bool {
 	if n, _ := fmt.Sscanf(string(data), "%d %d %s", &pid, &start, &boot); n != 3 {
 		return false
 	}
-	return status.Alive(pid, start, boot)
+	return proc.Alive(pid, start, boot)
 }
 
 // Reject moves entry name of incoming to rejected, where it stays until
@@ -311,7 +313,7 @@ func (s *Spool) Start(id string, uid int) (bool, error) {
 	if err != nil {
 		return false, err
 	}
-	if _, err := backend.Detach(script); err != nil {
+	if _, err := proc.Detach(script); err != nil {
 		_ = os.Rename(claimed, s.path("queue", id+".sh"))
 		return false, err
 	}
@@ -333,4 +335,18 @@ func readAll(f *os.File) ([]byte, error) {
 	b := make([]byte, st.Size())
 	_, err = f.ReadAt(b, 0)
 	return b, err
+}
+
+func init() {
+	backend.Register(backend.Entry{
+		Name: "spool", Rank: 30,
+		New: func(e backend.Env) backend.Backend { return New(e.StateDir) },
+		Auto: func(be backend.Backend, _ string) (bool, string) {
+			sp := be.(*Spool)
+			if sp.WorkerAlive() {
+				return true, "a spool worker runs (" + sp.path("worker.pid") + ")"
+			}
+			return false, "no spool worker runs"
+		},
+	})
 }

@@ -1,5 +1,7 @@
 package status
 
+import "github.com/cmesh/cmesh-run/proc"
+
 // Probe answers what a record alone cannot: whether a queued job is still
 // in its backend's queue. The at backend asks atq; nil means "assume yes".
 type Probe func(r *Record) (pending bool, err error)
@@ -11,7 +13,7 @@ func (s *Store) Derive(r *Record, pending Probe) Job {
 	j := r.Job
 	switch j.State {
 	case Running, Waiting:
-		if Alive(r.WrapperPID, r.WrapperStart, r.BootID) || Alive(pid(j.PID), r.PIDStart, r.BootID) {
+		if proc.Alive(r.WrapperPID, r.WrapperStart, r.BootID) || proc.Alive(pid(j.PID), r.PIDStart, r.BootID) {
 			return j
 		}
 		// Both gone. The wrapper may have written its end marker and died

@@ -5,6 +5,8 @@ import (
 	"os/exec"
 	"testing"
 	"time"
+
+	"github.com/cmesh/cmesh-run/proc"
 )
 
 func newStore(t *testing.T) *Store {
@@ -58,14 +60,14 @@ func deadPID(t *testing.T) int {
 func TestDeriveRunning(t *testing.T) {
 	s := newStore(t)
 	self := os.Getpid()
-	selfStart, ok := ProcStart(self)
+	selfStart, ok := proc.ProcStart(self)
 	if !ok {
 		t.Fatal("cannot read own start time")
 	}
 	dead := deadPID(t)
 
 	alive := rec("alive", Running)
-	alive.PID, alive.PIDStart, alive.BootID = Ptr(self), selfStart, BootID()
+	alive.PID, alive.PIDStart, alive.BootID = Ptr(self), selfStart, proc.BootID()
 	addJob(t, s, alive, start, "working\n")
 
 	recycled := rec("recycled", Running)

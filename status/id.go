@@ -5,6 +5,8 @@ import (
 	"encoding/hex"
 	"strings"
 	"time"
+
+	"github.com/cmesh/cmesh-run/errs"
 )
 
 // matches reports whether s is one of [A-Za-z0-9], then at most max-1
@@ -47,7 +49,7 @@ func NewNonce() string {
 func CheckID(id string) error {
 	// [A-Za-z0-9][A-Za-z0-9._-]{0,63}, as SPEC.md says.
 	if !matches(id, 64, "._-") {
-		return Errorf(Usage, "invalid job ID %q", id).
+		return errs.Errorf(errs.Usage, "invalid job ID %q", id).
 			WithHint("a job ID is what schedule printed: letters, digits, '.', '_' and '-', at most 64")
 	}
 	return nil
@@ -57,7 +59,7 @@ func CheckID(id string) error {
 func CheckName(name string) error {
 	// [A-Za-z0-9][A-Za-z0-9._@+-]{0,127}
 	if !matches(name, 128, "._@+-") {
-		return Errorf(Usage, "invalid job name %q", name).
+		return errs.Errorf(errs.Usage, "invalid job name %q", name).
 			WithHint("a name starts with a letter or digit, then up to 127 of letters, digits and . _ @ + -")
 	}
 	return nil

@@ -1,7 +1,8 @@
 // Package status is the job model: records, the markers a job's wrapper
 // writes into its output file, reading that output, and deriving a job's
 // state from the record, the markers and the liveness of its processes.
-// It knows nothing of at, of other backends, or of the command line.
+// It knows nothing of at, of other backends, or of the command line; the
+// locks of a state dir are in lock.go, and the error kinds in errs/.
 package status
 
 import "time"

@@ -3,6 +3,7 @@ package status
 import (
 	"bytes"
 	"fmt"
+	"io"
 	"strconv"
 	"strings"
 	"time"
@@ -150,4 +151,23 @@ func ParseMarkers(buf []byte, nonce string) []Marker {
 		out[i] = s.m
 	}
 	return out
+}
+
+// WriteMarker appends m to a job's output file, open for appending as w:
+// one write(2), so that a marker is never split by the job's own bytes.
+// The wrapper and cancel both write markers through it.
+func WriteMarker(w io.Writer, m Marker, nonce string) error {
+	_, err := w.Write(m.Format(nonce))
+	return err
+}
+
+// AppendMarker opens job r's output and appends m: for a writer that has
+// no descriptor of its own (cancel, for a job whose wrapper is gone).
+func (s *Store) AppendMarker(r *Record, m Marker) error {
+	out, err := s.OpenAppend(r.ID)
+	if err != nil {
+		return err
+	}
+	defer out.Close()
+	return WriteMarker(out, m, r.Nonce)
 }

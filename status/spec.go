@@ -12,6 +12,13 @@ import (
 	"time"
 )
 
+// The defaults of job control, for every caller: the time a job gets
+// between SIGTERM and SIGKILL (timeout, cancel), and before a retry.
+const (
+	DefaultGrace      = 10 * time.Second
+	DefaultRetryDelay = 10 * time.Second
+)
+
 // Spec is what the wrapper needs besides the argv: it travels on the
 // wrapper's stdin (a here-document inside the backend's script), so no
 // secret in it shows in ps and no file the caller owns is read at run time.

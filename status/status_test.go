@@ -11,6 +11,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/cmesh/cmesh-run/errs"
 )
 
 const nonce = "0123456789abcdef0123456789abcdef"
@@ -20,8 +22,8 @@ func TestCheckID(t *testing.T) {
 		if CheckID(bad) == nil {
 			t.Errorf("CheckID(%q) = nil, want an error", bad)
 		}
-		if KindOf(CheckID(bad)) != Usage {
-			t.Errorf("CheckID(%q): kind %v, want usage", bad, KindOf(CheckID(bad)))
+		if errs.KindOf(CheckID(bad)) != errs.Usage {
+			t.Errorf("CheckID(%q): kind %v, want usage", bad, errs.KindOf(CheckID(bad)))
 		}
 	}
 	for _, good := range []string{NewID(time.Now()), "a", "A.b_c-d", strings.Repeat("a", 64)} {

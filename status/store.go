@@ -11,6 +11,7 @@ import (
 	"strings"
 	"syscall"
 
+	"github.com/cmesh/cmesh-run/errs"
 	"golang.org/x/sys/unix"
 )
 
@@ -45,7 +46,7 @@ func Open(dir string, create bool) (*Store, error) {
 		st, err := os.Lstat(d)
 		switch {
 		case err == nil && d != abs && !st.IsDir():
-			return nil, Errorf(Internal, "%s is not a directory", d).
+			return nil, errs.Errorf(errs.Internal, "%s is not a directory", d).
 				WithHint("something replaced a folder of the state dir; move it away and retry")
 		case err == nil:
 		case errors.Is(err, fs.ErrNotExist) && d == s.PrivateDir():
@@ -62,7 +63,7 @@ func Open(dir string, create bool) (*Store, error) {
 		case errors.Is(err, fs.ErrNotExist) && d == s.recentDir():
 			// A state dir from before the recent index: readers walk jobs/.
 		case errors.Is(err, fs.ErrNotExist):
-			return nil, Errorf(NotFound, "no state dir at %s", abs).
+			return nil, errs.Errorf(errs.NotFound, "no state dir at %s", abs).
 				WithHint("schedule a job first, or pass the right --state-dir")
 		default:
 			return nil, stateDirError(abs, err)
@@ -82,7 +83,7 @@ func mkdir(d string) error {
 }
 
 func stateDirError(dir string, err error) error {
-	return &Error{Kind: Internal, Msg: fmt.Sprintf("state dir %s: %v", dir, unwrapPath(err)), Err: err,
+	return &errs.Error{Kind: errs.Internal, Msg: fmt.Sprintf("state dir %s: %v", dir, unwrapPath(err)), Err: err,
 		Hint: "pass a writable --state-dir, or create it: install -d -m 0750 -o USER " + dir}
 }
 
@@ -142,7 +143,7 @@ func (s *Store) OpenAppend(id string) (*os.File, error) {
 }
 
 func notFound(id string) error {
-	return Errorf(NotFound, "no job %s", id).WithHint("list the jobs with: cmesh-run list")
+	return errs.Errorf(errs.NotFound, "no job %s", id).WithHint("list the jobs with: cmesh-run list")
 }
 
 // Load reads the record of job id.
@@ -161,11 +162,11 @@ func (s *Store) Load(id string) (*Record, error) {
 	var r Record
 	dec := json.NewDecoder(f)
 	if err := dec.Decode(&r); err != nil {
-		return nil, &Error{Kind: Internal, Msg: fmt.Sprintf("corrupt record %s: %v", s.RecordPath(id), err), Err: err,
+		return nil, &errs.Error{Kind: errs.Internal, Msg: fmt.Sprintf("corrupt record %s: %v", s.RecordPath(id), err), Err: err,
 			Hint: "move the file away; the job's output is still in " + s.OutputPath(id)}
 	}
 	if r.ID != id {
-		return nil, Errorf(Internal, "corrupt record %s: it names job %q", s.RecordPath(id), r.ID)
+		return nil, errs.Errorf(errs.Internal, "corrupt record %s: it names job %q", s.RecordPath(id), r.ID)
 	}
 	return &r, nil
 }

@@ -72,8 +72,9 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/cmesh/cmesh-run/backend"
+	"github.com/cmesh/cmesh-run/errs"
+	"github.com/cmesh/cmesh-run/proc"
 	"github.com/cmesh/cmesh-run/status"
-	"github.com/cmesh/cmesh-run/wrapper"
 )
 
 // Where things are on a systemd machine.
@@ -133,10 +134,10 @@ func (s *Systemd) Name() string { return "systemd" }
 func (s *Systemd) Quotas() bool { return true }
 
 // cleanEnv is all systemd-run and systemctl see of our environment.
-var cleanEnv = []string{"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "LANG=C.UTF-8"}
+var cleanEnv = []string{"PATH=" + proc.CleanPath, "LANG=C.UTF-8"}
 
-func unavailable(format string, args ...any) *status.Error {
-	return status.Errorf(status.Unavailable, format, args...)
+func unavailable(format string, args ...any) *errs.Error {
+	return errs.Errorf(errs.Unavailable, format, args...)
 }
 
 // Booted tells whether systemd is the init system (PID 1) here.
@@ -175,7 +176,7 @@ func (s *Systemd) Check() error {
 }
 
 // needRoot is the error for a caller other than root.
-func (s *Systemd) needRoot() *status.Error {
+func (s *Systemd) needRoot() *errs.Error {
 	return unavailable("the systemd backend needs root: as %s, systemd-run fails with \"Interactive authentication required\" (and --user units would die with the user's session)", s.User).
 		WithHint("let %s run cmesh-run as root through sudo (a sudoers rule \"%s ALL=(root) NOPASSWD: /usr/local/bin/cmesh-run\", then sudo -n /usr/local/bin/cmesh-run schedule --backend systemd ...), or use --backend at",
 			s.User, s.User)
@@ -316,7 +317,7 @@ func (s *Systemd) command(name string, args ...string) *exec.Cmd {
 }
 
 // failed turns a failed systemd-run or systemctl into the error to show.
-func (s *Systemd) failed(what string, out []byte, err error) *status.Error {
+func (s *Systemd) failed(what string, out []byte, err error) *errs.Error {
 	if bytes.Contains(out, []byte("Interactive authentication required")) || bytes.Contains(out, []byte("Access denied")) {
 		return s.needRoot()
 	}
@@ -346,7 +347,7 @@ func lookupUser(name string) (int, int, error) {
 	if n, err := strconv.Atoi(name); err == nil && n >= 0 {
 		return n, n, nil
 	}
-	return 0, 0, status.Errorf(status.Internal, "no user %q to run the job as", name)
+	return 0, 0, errs.Errorf(errs.Internal, "no user %q to run the job as", name)
 }
 
 // writeScript creates the script file: exclusively, never through a
@@ -358,7 +359,7 @@ func (s *Systemd) writeScript(path string, uid, gid int, data []byte) error {
 	}
 	fd, err := unix.Open(path, unix.O_WRONLY|unix.O_CREAT|unix.O_EXCL|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0o600)
 	if err != nil {
-		return status.Errorf(status.Internal, "cannot create the job's script %s: %v", path, err).
+		return errs.Errorf(errs.Internal, "cannot create the job's script %s: %v", path, err).
 			WithHint("check %s: a directory owned by root, mode 0711", s.ScriptDir)
 	}
 	f := os.NewFile(uintptr(fd), path)
@@ -374,7 +375,7 @@ func (s *Systemd) writeScript(path string, uid, gid int, data []byte) error {
 	}
 	if err != nil {
 		os.Remove(path)
-		return status.Errorf(status.Internal, "cannot write the job's script %s: %v", path, err).
+		return errs.Errorf(errs.Internal, "cannot write the job's script %s: %v", path, err).
 			WithHint("free space in /run (df -h /run)")
 	}
 	return nil
@@ -392,15 +393,15 @@ func (s *Systemd) scriptDir() error {
 		if err := os.Mkdir(d.path, d.mode); err == nil {
 			_ = os.Chmod(d.path, d.mode) // umask
 		} else if !errors.Is(err, fs.ErrExist) {
-			return status.Errorf(status.Internal, "cannot create %s: %v", d.path, err).WithHint("run cmesh-run as root")
+			return errs.Errorf(errs.Internal, "cannot create %s: %v", d.path, err).WithHint("run cmesh-run as root")
 		}
 		st, err := os.Lstat(d.path)
 		if err != nil {
-			return status.Errorf(status.Internal, "%s: %v", d.path, err)
+			return errs.Errorf(errs.Internal, "%s: %v", d.path, err)
 		}
 		sys, _ := st.Sys().(*syscall.Stat_t)
 		if !st.IsDir() || sys == nil || int(sys.Uid) != os.Geteuid() || st.Mode().Perm()&0o022 != 0 {
-			return status.Errorf(status.Internal, "refusing %s for job scripts: it must be a directory owned by uid %d that nobody else may write", d.path, os.Geteuid()).
+			return errs.Errorf(errs.Internal, "refusing %s for job scripts: it must be a directory owned by uid %d that nobody else may write", d.path, os.Geteuid()).
 				WithHint("remove it (rm -rf %s); cmesh-run recreates it", d.path)
 		}
 	}
@@ -532,7 +533,7 @@ func grace(spec status.Spec) time.Duration {
 	if spec.Grace > 0 {
 		return spec.Grace
 	}
-	return wrapper.DefaultGrace
+	return status.DefaultGrace
 }
 
 // seconds renders d for systemd as whole seconds, rounded up.
@@ -544,11 +545,11 @@ func seconds(d time.Duration) string {
 // so that a typo is a usage error and not a unit that fails to start.
 func CheckQuotas(spec status.Spec) error {
 	if v := spec.MemoryMax; v != "" && !ValidMemoryMax(v) {
-		return status.Errorf(status.Usage, "--memory-max %q: want bytes with an optional K, M, G or T suffix (512M), a percentage of the RAM (20%%), or infinity", v).
+		return errs.Errorf(errs.Usage, "--memory-max %q: want bytes with an optional K, M, G or T suffix (512M), a percentage of the RAM (20%%), or infinity", v).
 			WithHint("e.g. --memory-max 512M")
 	}
 	if v := spec.CPUQuota; v != "" && !ValidCPUQuota(v) {
-		return status.Errorf(status.Usage, "--cpu-quota %q: want a percentage of one CPU greater than 0 (50%% is half a CPU, 200%% two)", v).
+		return errs.Errorf(errs.Usage, "--cpu-quota %q: want a percentage of one CPU greater than 0 (50%% is half a CPU, 200%% two)", v).
 			WithHint("e.g. --cpu-quota 50%%")
 	}
 	return nil
@@ -628,4 +629,17 @@ OOMPolicy=continue
 TimeoutStopSec=60
 CollectMode=inactive-or-failed
 `
+}
+
+func init() {
+	backend.Register(backend.Entry{
+		Name: "systemd", Rank: 20,
+		New: func(e backend.Env) backend.Backend { return New(e.User, e.UID) },
+		Auto: func(be backend.Backend, _ string) (bool, string) {
+			if err := be.Check(); err != nil {
+				return false, "systemd: " + err.Error()
+			}
+			return true, "systemd runs as init"
+		},
+	})
 }

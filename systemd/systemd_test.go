@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/cmesh/cmesh-run/backend"
+	"github.com/cmesh/cmesh-run/errs"
 	"github.com/cmesh/cmesh-run/status"
 )
 
@@ -59,7 +60,7 @@ func TestProperties(t *testing.T) {
 		t.Errorf("full spec:\n got %q\nwant %q", got, want)
 	}
 
-	if _, err := Properties(status.Spec{MemoryMax: "lots"}, "root", script); status.KindOf(err) != status.Usage {
+	if _, err := Properties(status.Spec{MemoryMax: "lots"}, "root", script); errs.KindOf(err) != errs.Usage {
 		t.Errorf("bad MemoryMax: %v, want a usage error", err)
 	}
 }
@@ -109,7 +110,7 @@ func TestQuotaSyntax(t *testing.T) {
 		}
 	}
 	err := CheckQuotas(status.Spec{CPUQuota: "fast"})
-	if status.KindOf(err) != status.Usage || !strings.Contains(err.Error(), "--cpu-quota") {
+	if errs.KindOf(err) != errs.Usage || !strings.Contains(err.Error(), "--cpu-quota") {
 		t.Errorf("CheckQuotas(fast) = %v", err)
 	}
 }
@@ -197,15 +198,15 @@ func TestCheck(t *testing.T) {
 	}
 	s.UID, s.User = 33, "www-data"
 	err := s.Check()
-	if status.KindOf(err) != status.Unavailable || !strings.Contains(err.Error(), "Interactive authentication required") ||
-		!strings.Contains(status.HintOf(err), "www-data ALL=(root) NOPASSWD: /usr/local/bin/cmesh-run") {
-		t.Errorf("www-data: %v (hint %q), want unavailable with the sudo rule", err, status.HintOf(err))
+	if errs.KindOf(err) != errs.Unavailable || !strings.Contains(err.Error(), "Interactive authentication required") ||
+		!strings.Contains(errs.HintOf(err), "www-data ALL=(root) NOPASSWD: /usr/local/bin/cmesh-run") {
+		t.Errorf("www-data: %v (hint %q), want unavailable with the sudo rule", err, errs.HintOf(err))
 	}
 	os.Remove(s.BootedDir)
 	err = s.Check()
-	if status.KindOf(err) != status.Unavailable || !strings.Contains(err.Error(), "systemd is not running as init (PID 1)") ||
-		!strings.Contains(status.HintOf(err), "--backend at") {
-		t.Errorf("not booted: %v (hint %q)", err, status.HintOf(err))
+	if errs.KindOf(err) != errs.Unavailable || !strings.Contains(err.Error(), "systemd is not running as init (PID 1)") ||
+		!strings.Contains(errs.HintOf(err), "--backend at") {
+		t.Errorf("not booted: %v (hint %q)", err, errs.HintOf(err))
 	}
 }
 
@@ -264,7 +265,7 @@ func TestSubmitFailures(t *testing.T) {
 	os.WriteFile(s.SystemdRun+".out", []byte("Failed to start transient service unit: Interactive authentication required.\n"), 0o644)
 	os.WriteFile(s.SystemdRun+".rc", []byte("1\n"), 0o644)
 	_, err := s.Submit(job(id, name, status.Spec{}))
-	if status.KindOf(err) != status.Unavailable || !strings.Contains(err.Error(), "needs root") {
+	if errs.KindOf(err) != errs.Unavailable || !strings.Contains(err.Error(), "needs root") {
 		t.Errorf("auth failure: %v", err)
 	}
 	if _, err := os.Lstat(s.ScriptPath(id)); err == nil {
@@ -273,7 +274,7 @@ func TestSubmitFailures(t *testing.T) {
 
 	os.WriteFile(s.SystemdRun+".out", []byte("Job for cmesh-run-x.service failed.\n"), 0o644)
 	_, err = s.Submit(job(id, name, status.Spec{}))
-	if status.KindOf(err) != status.Unavailable || !strings.Contains(err.Error(), "Job for cmesh-run-x.service failed.") {
+	if errs.KindOf(err) != errs.Unavailable || !strings.Contains(err.Error(), "Job for cmesh-run-x.service failed.") {
 		t.Errorf("failed start: %v", err)
 	}
 	if _, err := os.Lstat(s.ScriptPath(id)); err == nil {
@@ -282,7 +283,7 @@ func TestSubmitFailures(t *testing.T) {
 
 	// Bad quotas never reach systemd, nor leave a script.
 	_, err = s.Submit(job(id, name, status.Spec{MemoryMax: "50 MB"}))
-	if status.KindOf(err) != status.Usage {
+	if errs.KindOf(err) != errs.Usage {
 		t.Errorf("bad quota: %v, want a usage error", err)
 	}
 

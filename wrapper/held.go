@@ -7,9 +7,8 @@ import (
 	"strings"
 	"syscall"
 
+	"github.com/cmesh/cmesh-run/proc"
 	"golang.org/x/sys/unix"
-
-	"github.com/cmesh/cmesh-run/backend"
 )
 
 // A job's process starts held: not one instruction of the program may run
@@ -53,7 +52,7 @@ func (w *wrap) startTraced(path string) (heldJob, bool) {
 	// Every ptrace request must come from the thread that started the
 	// child: this goroutine keeps it until release.
 	runtime.LockOSThread()
-	pid, err := backend.Spawn(path, w.argv, w.spec.Env, w.spec.Workdir, []*os.File{null, w.out, w.out},
+	pid, err := proc.Spawn(path, w.argv, w.spec.Env, w.spec.Workdir, []*os.File{null, w.out, w.out},
 		&syscall.SysProcAttr{Setsid: true, Ptrace: true})
 	if err != nil {
 		runtime.UnlockOSThread()

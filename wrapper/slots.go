@@ -4,6 +4,7 @@ import (
 	"os"
 	"time"
 
+	"github.com/cmesh/cmesh-run/proc"
 	"github.com/cmesh/cmesh-run/status"
 )
 
@@ -66,7 +67,7 @@ func (w *wrap) isOldestWaiting() bool {
 		if err != nil {
 			continue
 		}
-		if r.State == status.Waiting && status.Alive(r.WrapperPID, r.WrapperStart, r.BootID) {
+		if r.State == status.Waiting && proc.Alive(r.WrapperPID, r.WrapperStart, r.BootID) {
 			return false
 		}
 		if r.State == status.Queued && r.Cancel == nil && time.Since(r.CreatedAt) < queuedGrace {

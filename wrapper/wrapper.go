@@ -3,10 +3,14 @@
 // job's output file, keeps the record up to date, and carries out
 // timeouts, retries, cancels and the max_running slots.
 //
-// The job is started through a second, short-lived copy of cmesh-run
-// (`_exec`) that waits on a pipe until the start marker is written, then
-// replaces itself with the job's program. So the marker carries the job's
-// real PID, and nothing the job prints can come before it.
+// The job's program starts held (held.go): as a traced child that the
+// kernel stops at its exec, let go once the start marker is written; or,
+// when it has a nice value or limits to set, is set-ID, cannot be found,
+// or tracing is not allowed, through a short-lived copy of cmesh-run
+// (`_exec`) that waits on a pipe for the marker, then becomes the program.
+// Either way the marker carries the job's real PID, and nothing the job
+// prints can come before it. The wrapper runs only the argv and spec that
+// schedule recorded (the record's MAC, see matches).
 //
 // The wrapper is a child subreaper: a process of the job that detaches
 // (double fork, setsid) is re-parented to the wrapper, not to init, so a
@@ -29,12 +33,9 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/cmesh/cmesh-run/backend"
+	"github.com/cmesh/cmesh-run/proc"
 	"github.com/cmesh/cmesh-run/status"
 )
-
-// DefaultGrace is how long a job has between SIGTERM and SIGKILL.
-const DefaultGrace = 10 * time.Second
 
 // Run is `cmesh-run _wrap`: run job id of the store at stateDir, with its
 // argv and the spec read from stdin. It returns the wrapper's exit status,
@@ -43,7 +44,7 @@ func Run(stateDir, id string, argv []string, stdin io.Reader) int {
 	// Whatever started the wrapper (atd, a worker, systemd) may have left
 	// descriptors open that it inherited from its own starter; none of
 	// them may reach the job.
-	backend.CloseInheritedNow()
+	proc.CloseInheritedNow()
 	spec, err := status.DecodeSpec(stdin)
 	if err != nil {
 		return fail(err)
@@ -161,8 +162,8 @@ func (w *wrap) run() int {
 	}
 	defer w.out.Close()
 	rec.WrapperPID = os.Getpid()
-	rec.WrapperStart, _ = status.ProcStart(rec.WrapperPID)
-	rec.BootID = status.BootID()
+	rec.WrapperStart, _ = proc.ProcStart(rec.WrapperPID)
+	rec.BootID = proc.BootID()
 
 	if w.spec.Slots > 0 {
 		rec.State = status.Waiting
@@ -226,7 +227,7 @@ func (w *wrap) attempt(lock *os.File, rec *status.Record) outcome {
 	pid := job.pid
 	now := time.Now().UTC()
 	start := status.Marker{Kind: "start", Attempt: rec.Attempt, PID: pid, Time: now}
-	_, err = w.out.Write(start.Format(rec.Nonce))
+	err = status.WriteMarker(w.out, start, rec.Nonce)
 	if err == nil && rec.Attempt > 1 {
 		// A plain line, so that log shows where each attempt begins.
 		_, err = fmt.Fprintf(w.out, "[cmesh-run: attempt %d of %d]\n", rec.Attempt, w.spec.Retries+1)
@@ -240,7 +241,7 @@ func (w *wrap) attempt(lock *os.File, rec *status.Record) outcome {
 	}
 	rec.State = status.Running
 	rec.PID = status.Ptr(pid)
-	rec.PIDStart, _ = status.ProcStart(pid)
+	rec.PIDStart, _ = proc.ProcStart(pid)
 	if rec.StartedAt == nil {
 		rec.StartedAt = &now
 	}
@@ -272,7 +273,7 @@ func (w *wrap) supervise(pid int) outcome {
 			return
 		}
 		oc.reason = reason
-		signalTree(self, pid, syscall.SIGTERM)
+		proc.SignalTree(self, pid, syscall.SIGTERM)
 		killAt = time.After(grace)
 	}
 	tick := time.NewTicker(50 * time.Millisecond)
@@ -289,7 +290,7 @@ func (w *wrap) supervise(pid int) outcome {
 		case <-timeout:
 			stop("timeout", w.grace())
 		case <-killAt:
-			signalTree(self, pid, syscall.SIGKILL)
+			proc.SignalTree(self, pid, syscall.SIGKILL)
 		}
 		for _, ex := range reapAll() {
 			if ex.pid == pid {
@@ -299,7 +300,7 @@ func (w *wrap) supervise(pid int) outcome {
 		}
 		// After a cancel or timeout the attempt ends when the whole tree
 		// is gone; after a plain exit, when the job's process is.
-		if mainDone && (oc.reason == "" || len(Descendants(self)) == 0) {
+		if mainDone && (oc.reason == "" || len(proc.Descendants(self)) == 0) {
 			return oc
 		}
 	}
@@ -309,7 +310,7 @@ func (w *wrap) grace() time.Duration {
 	if w.spec.Grace > 0 {
 		return w.spec.Grace
 	}
-	return DefaultGrace
+	return status.DefaultGrace
 }
 
 // cancelRequested tells whether signal s asks for the job to stop, and
@@ -326,7 +327,7 @@ func (w *wrap) cancelRequested(s os.Signal) (bool, time.Duration) {
 	if rec.Cancel.Grace > 0 {
 		return true, rec.Cancel.Grace
 	}
-	return true, DefaultGrace
+	return true, status.DefaultGrace
 }
 
 // pause waits d, or less if a cancel comes; it reports a cancel.
@@ -389,7 +390,7 @@ func exitOf(pid int, ws syscall.WaitStatus) exited {
 // mark appends the end marker of the current attempt.
 func (w *wrap) mark(rec *status.Record, oc outcome) status.Marker {
 	m := status.Marker{Kind: "end", Attempt: rec.Attempt, Exit: oc.exit, Signal: oc.signal, Reason: oc.reason, Time: time.Now().UTC()}
-	if _, err := w.out.Write(m.Format(rec.Nonce)); err != nil {
+	if err := status.WriteMarker(w.out, m, rec.Nonce); err != nil {
 		fmt.Fprintf(os.Stderr, "cmesh-run: wrapper: %v\n", err)
 	}
 	return m

@@ -402,7 +402,7 @@ func checkMan(t *testing.T, span string) {
 		t.Fatalf("exit %d: %s", r.code, r.stderr)
 	}
 	// What the README says the page has.
-	for _, sec := range []string{"COMMANDS", "MARKERS", "THE JOB'S ENVIRONMENT", "FILES", "EXIT STATUS", "SPOOL REQUESTS"} {
+	for _, sec := range []string{"COMMANDS", "STATES", "MARKERS", "THE JOB'S ENVIRONMENT", "FILES", "EXIT STATUS", "SPOOL REQUESTS"} {
 		if !regexp.MustCompile(`(?m)^` + regexp.QuoteMeta(sec) + `$`).MatchString(r.stdout) {
 			t.Errorf("the man page has no section %s", sec)
 		}

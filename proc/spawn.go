@@ -1,4 +1,4 @@
-package backend
+package proc
 
 import (
 	"fmt"
@@ -6,6 +6,11 @@ import (
 	"os"
 	"syscall"
 )
+
+// CleanPath is the PATH of every program cmesh-run starts (at, sh,
+// systemd-run) and, unless the config sets another, of every job: the
+// caller's PATH (a web server's has none) never counts.
+const CleanPath = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 // Spawn and RunInput start programs with syscall.ForkExec rather than
 // os/exec: the first os/exec start in a process also starts and reaps a
@@ -69,15 +74,25 @@ func RunInput(path string, argv, env []string, stdin []byte) ([]byte, error) {
 		return nil, err
 	}
 	// A script larger than the pipe's buffer is written while the
-	// program reads it.
+	// program reads it. A failed write is an error even when the program
+	// exits 0: at then queued a script cut short (or an empty one), which
+	// the caller must take back.
+	written := make(chan error, 1)
 	go func() {
-		_, _ = inW.Write(stdin)
-		inW.Close()
+		_, err := inW.Write(stdin)
+		if cerr := inW.Close(); err == nil {
+			err = cerr
+		}
+		written <- err
 	}()
 	out, rerr := io.ReadAll(outR)
 	outR.Close()
+	werr := <-written
 	if err := Wait(pid); err != nil {
 		return out, err
+	}
+	if werr != nil {
+		return out, fmt.Errorf("writing standard input of %s: %v", path, werr)
 	}
 	return out, rerr
 }

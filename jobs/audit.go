@@ -1,15 +1,17 @@
-package run
+package jobs
 
 import (
 	"encoding/json"
 	"errors"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"syscall"
 
 	"github.com/sirupsen/logrus"
-	"github.com/urfave/cli/v2"
+
+	"github.com/cmesh/cmesh-run/config"
 
 	"github.com/cmesh/cmesh-run/status"
 )
@@ -27,21 +29,45 @@ const maxAuditLine = 4096
 // auditFallback is the state dir's own audit file, in its private folder.
 const auditFallback = "audit.log"
 
-func (a *app) auditor() *logrus.Logger {
-	if a.auditLog != nil {
-		return a.auditLog
+// Audit writes the audit lines of one run of cmesh-run. Configure tells it
+// the config and state dir once they are known; a refusal that comes
+// before (under sudo, before any flag is read) finds them itself.
+type Audit struct {
+	Log      *logrus.Logger // diagnostics: each line is also logged at info
+	cfg      *config.Config
+	stateDir string
+	logger   *logrus.Logger
+	// Done is set once a refusal of this run is in the audit.
+	Done bool
+}
+
+// NewAudit returns the audit of a run whose diagnostics go to log.
+func NewAudit(log *logrus.Logger) *Audit { return &Audit{Log: log} }
+
+// Configure says where the audit goes: the config's audit_log, and the
+// state dir for the fallback.
+func (a *Audit) Configure(cfg *config.Config, stateDir string) {
+	a.cfg, a.stateDir = cfg, stateDir
+}
+
+// Configured tells whether Configure was called.
+func (a *Audit) Configured() bool { return a.cfg != nil }
+
+func (a *Audit) auditor() *logrus.Logger {
+	if a.logger != nil {
+		return a.logger
 	}
 	l := logrus.New()
 	l.SetFormatter(&logrus.JSONFormatter{})
 	l.SetLevel(logrus.InfoLevel)
 	l.SetOutput(&auditWriter{a: a})
-	a.auditLog = l
+	a.logger = l
 	return l
 }
 
 // auditWriter hands each line to the first destination that takes it.
 type auditWriter struct {
-	a      *app
+	a      *Audit
 	file   *os.File
 	syslog *syslogWriter
 	tried  bool
@@ -54,7 +80,7 @@ func (w *auditWriter) Write(p []byte) (int, error) {
 		if a.cfg != nil && a.cfg.AuditLog != "" {
 			f, err := os.OpenFile(a.cfg.AuditLog, os.O_WRONLY|os.O_APPEND|os.O_CREATE|syscall.O_NOFOLLOW|syscall.O_CLOEXEC, 0o640)
 			if err != nil {
-				a.log.Warnf("audit log %s: %v; auditing to syslog", a.cfg.AuditLog, err)
+				a.Log.Warnf("audit log %s: %v; auditing to syslog", a.cfg.AuditLog, err)
 			} else {
 				w.file = f
 			}
@@ -73,20 +99,24 @@ func (w *auditWriter) Write(p []byte) (int, error) {
 			return len(p), nil
 		}
 	}
-	if err := a.auditToStateDir(p); err == nil {
+	if err := a.toStateDir(p); err == nil {
 		return len(p), nil
 	}
-	a.log.Debug("audit: " + strings.TrimSpace(string(p)))
+	a.Log.Debug("audit: " + strings.TrimSpace(string(p)))
 	return len(p), nil
 }
 
-// auditToStateDir appends line to STATE_DIR/private/audit.log, which only
-// the state dir's owner may read. It never creates a state dir.
-func (a *app) auditToStateDir(line []byte) error {
+// toStateDir appends line to STATE_DIR/private/audit.log, which only the
+// state dir's owner may read. It never creates a state dir.
+func (a *Audit) toStateDir(line []byte) error {
 	if a.stateDir == "" {
 		return errors.New("no state dir")
 	}
-	st := &status.Store{Dir: a.absStateDir()}
+	dir, err := filepath.Abs(a.stateDir)
+	if err != nil {
+		return err
+	}
+	st := &status.Store{Dir: dir}
 	if _, err := os.Stat(st.Dir); err != nil {
 		return err
 	}
@@ -99,13 +129,8 @@ func (a *app) auditToStateDir(line []byte) error {
 	return err
 }
 
-func (a *app) who() (asker, user string) {
-	c := currentCaller()
-	return requestedBy(c), c.name
-}
-
-// audit records what happened to job r.
-func (a *app) audit(r *status.Record, outcome string, err error) {
+// Job records what happened to job r; canceledBy names who canceled it.
+func (a *Audit) Job(r *status.Record, outcome string, err error) {
 	f := logrus.Fields{
 		"id": r.ID, "requested_by": r.RequestedBy, "user": r.User,
 		"command": r.Command, "backend": r.Backend, "outcome": outcome,
@@ -114,36 +139,35 @@ func (a *app) audit(r *status.Record, outcome string, err error) {
 		f["profile"] = r.Profile
 	}
 	if outcome == "canceled" {
-		f["canceled_by"], _ = a.who()
+		f["canceled_by"] = RequestedBy(CurrentCaller())
 	}
 	if err != nil {
 		f["error"] = err.Error()
 	}
-	a.auditLine(f, "job "+outcome, "cmesh-run "+outcome)
+	if outcome == "refused" {
+		a.Done = true
+	}
+	a.Line(f, "job "+outcome, "cmesh-run "+outcome)
 }
 
-// auditLine writes one bounded line to the audit, and the same to the
+// Line writes one bounded line to the audit, and the same to the
 // diagnostics (seen at --log-level info) as logMsg.
-func (a *app) auditLine(f logrus.Fields, logMsg, msg string) {
+func (a *Audit) Line(f logrus.Fields, logMsg, msg string) {
 	f = boundFields(f, maxAuditLine-160) // level, msg and time around them
-	a.log.WithFields(f).Info(logMsg)
+	a.Log.WithFields(f).Info(logMsg)
 	a.auditor().WithFields(f).Info(msg)
 }
 
-// refuse records a refusal of what the command line asked, and returns
-// err unchanged.
-func (a *app) refuse(c *cli.Context, err error) error {
-	asker, user := a.who()
-	f := logrus.Fields{"requested_by": asker, "user": user, "outcome": "refused", "error": err.Error(), "args": redact(os.Args[1:])}
-	switch {
-	case c != nil && c.Command != nil:
-		f["command_name"] = c.Command.FullName()
-	case a.command != "":
-		f["command_name"] = a.command
+// Refused records a refusal of what the command line (args) asked; command
+// is the command refused, "" when unknown.
+func (a *Audit) Refused(command string, args []string, err error) {
+	c := CurrentCaller()
+	f := logrus.Fields{"requested_by": RequestedBy(c), "user": c.Name, "outcome": "refused", "error": err.Error(), "args": redact(args)}
+	if command != "" {
+		f["command_name"] = command
 	}
-	a.audited = true
-	a.auditLine(f, "refused", "cmesh-run refused")
-	return err
+	a.Done = true
+	a.Line(f, "refused", "cmesh-run refused")
 }
 
 // redact hides the values of --env, which may be secrets.
@@ -218,9 +242,9 @@ func clipList(l []string, n, total int) []string {
 	return out
 }
 
-// syslogListens tells whether a syslog daemon takes lines on one of the
+// SyslogListens tells whether a syslog daemon takes lines on one of the
 // sockets (doctor's check).
-func syslogListens() bool {
+func SyslogListens() bool {
 	fd, err := dialSyslogFd(syslogSockets)
 	if err != nil {
 		return false

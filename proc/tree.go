@@ -1,4 +1,4 @@
-package wrapper
+package proc
 
 import (
 	"os"
@@ -61,9 +61,9 @@ func Descendants(root int) []int {
 	return out
 }
 
-// signalTree sends sig to every process below root and to the process
+// SignalTree sends sig to every process below root and to the process
 // group led by the job.
-func signalTree(root, job int, sig syscall.Signal) {
+func SignalTree(root, job int, sig syscall.Signal) {
 	if job > 0 {
 		_ = syscall.Kill(-job, sig)
 	}
@@ -77,13 +77,13 @@ func signalTree(root, job int, sig syscall.Signal) {
 // is gone; a live wrapper does this itself.
 func KillTree(job int, grace time.Duration) {
 	alive := func() bool { return processRuns(job) || len(Descendants(job)) > 0 }
-	signalTree(job, job, syscall.SIGTERM)
+	SignalTree(job, job, syscall.SIGTERM)
 	_ = syscall.Kill(job, syscall.SIGTERM)
 	deadline := time.Now().Add(grace)
 	for alive() && time.Now().Before(deadline) {
 		time.Sleep(50 * time.Millisecond)
 	}
-	signalTree(job, job, syscall.SIGKILL)
+	SignalTree(job, job, syscall.SIGKILL)
 	_ = syscall.Kill(job, syscall.SIGKILL)
 }
 

@@ -1,4 +1,8 @@
-package status
+// Package proc is process plumbing: starting programs without os/exec's
+// extra child, detaching a job from its caller, closing inherited
+// descriptors, telling a live process from a recycled PID, and stopping a
+// whole process tree. It knows nothing of jobs.
+package proc
 
 import (
 	"bytes"

@@ -1,4 +1,4 @@
-package run
+package jobs
 
 import (
 	"encoding/json"
@@ -13,17 +13,19 @@ import (
 
 	"github.com/sirupsen/logrus"
 
+	"github.com/cmesh/cmesh-run/config"
+	"github.com/cmesh/cmesh-run/errs"
 	"github.com/cmesh/cmesh-run/policy"
 	"github.com/cmesh/cmesh-run/spool"
 	"github.com/cmesh/cmesh-run/status"
 )
 
-// Request is a request file: what a caller that cannot exec (PHP with
+// SpoolRequest is a request file: what a caller that cannot exec (PHP with
 // exec and proc_open disabled) writes into STATE_DIR/spool/incoming as
 // REQUEST_ID.json, under a temporary name starting with "." first, then
 // renamed. The worker or drain answers in spool/results/REQUEST_ID.json
 // with the job object, or {"error":{"code","message","hint"}}.
-type Request struct {
+type SpoolRequest struct {
 	RequestID string            `json:"request_id"`
 	Profile   string            `json:"profile,omitempty"`
 	Args      map[string]string `json:"args,omitempty"`
@@ -39,47 +41,37 @@ type Request struct {
 // maxRequest bounds a request file.
 const maxRequest = 64 << 10
 
-// requestInput presents a request as the flags schedule would get.
-type requestInput struct {
-	r   Request
-	set map[string]bool
+// Decode turns the request into the one typed request policy.Check takes:
+// from the spool, for the spool backend, asked by asker.
+func (q SpoolRequest) Decode(asker string) (policy.Request, error) {
+	r := policy.Request{From: policy.Spool, Asker: asker, Argv: q.Argv, Unique: q.Unique, Retries: q.Retries, Backend: "spool"}
+	if q.Profile != "" {
+		r.Profile = &q.Profile
+	}
+	if len(q.Args) > 0 {
+		r.Args = pairs(q.Args)
+	}
+	if q.Name != "" {
+		r.Name = &q.Name
+	}
+	if q.Workdir != "" {
+		r.Workdir = &q.Workdir
+	}
+	if len(q.Env) > 0 {
+		r.Env = pairs(q.Env)
+	}
+	if q.Timeout != "" {
+		d, err := config.ParseDuration(q.Timeout)
+		if err != nil {
+			return r, errs.Errorf(errs.Usage, "--timeout: %v", err).WithHint("e.g. --timeout 15m")
+		}
+		r.Timeout = &d
+	}
+	return r, nil
 }
 
-func (q requestInput) String(name string) string {
-	switch name {
-	case "profile":
-		return q.r.Profile
-	case "name":
-		return q.r.Name
-	case "workdir":
-		return q.r.Workdir
-	case "timeout":
-		return q.r.Timeout
-	case "backend":
-		return "spool"
-	}
-	return ""
-}
-func (q requestInput) Bool(name string) bool { return name == "unique" && q.r.Unique }
-func (q requestInput) Int(name string) int {
-	if name == "retries" && q.r.Retries != nil {
-		return *q.r.Retries
-	}
-	return 0
-}
-func (q requestInput) Uint64(string) uint64   { return 0 }
-func (q requestInput) IsSet(name string) bool { return q.set[name] }
-func (q requestInput) Argv() []string         { return q.r.Argv }
-func (q requestInput) StringSlice(name string) []string {
-	var m map[string]string
-	switch name {
-	case "arg":
-		m = q.r.Args
-	case "env":
-		m = q.r.Env
-	default:
-		return nil
-	}
+// pairs renders m as KEY=VALUE, sorted by key.
+func pairs(m map[string]string) []string {
 	keys := make([]string, 0, len(m))
 	for k := range m {
 		keys = append(keys, k)
@@ -92,22 +84,13 @@ func (q requestInput) StringSlice(name string) []string {
 	return out
 }
 
-func newRequestInput(r Request) requestInput {
-	set := map[string]bool{
-		"profile": r.Profile != "", "arg": len(r.Args) > 0, "name": r.Name != "",
-		"workdir": r.Workdir != "", "env": len(r.Env) > 0, "timeout": r.Timeout != "",
-		"retries": r.Retries != nil, "unique": r.Unique,
-	}
-	return requestInput{r, set}
-}
-
-// takeRequests turns every request in spool/incoming into a queued spool
+// TakeRequests turns every request in spool/incoming into a queued spool
 // job, or a recorded refusal. Requests are untrusted, whoever wrote them:
-// they get exactly the rules of sudo mode. Whatever an entry is (a FIFO, a
-// symlink, a directory, a huge file), it is opened so that it cannot
-// block the worker, and it leaves incoming once: taken, or moved to
-// spool/rejected with one audit line and one answer.
-func (a *app) takeRequests(sp *spool.Spool) {
+// they get exactly the rules of sudo mode (policy.Spool). Whatever an
+// entry is (a FIFO, a symlink, a directory, a huge file), it is opened so
+// that it cannot block the worker, and it leaves incoming once: taken, or
+// moved to spool/rejected with one audit line and one answer.
+func (s *Service) TakeRequests(sp *spool.Spool) {
 	dir := filepath.Join(sp.Dir, "incoming")
 	entries, err := os.ReadDir(dir)
 	if err != nil {
@@ -121,11 +104,11 @@ func (a *app) takeRequests(sp *spool.Spool) {
 	}
 	sort.Strings(names)
 	for _, n := range names {
-		a.takeRequest(sp, filepath.Join(dir, n))
+		s.takeRequest(sp, filepath.Join(dir, n))
 	}
 }
 
-func (a *app) takeRequest(sp *spool.Spool, path string) {
+func (s *Service) takeRequest(sp *spool.Spool, path string) {
 	reqID := strings.TrimSuffix(filepath.Base(path), ".json")
 	if status.CheckID(reqID) != nil {
 		reqID = "invalid-" + strconv.FormatInt(int64(len(path)), 10) + "-" + status.NewNonce()[:8]
@@ -135,20 +118,21 @@ func (a *app) takeRequest(sp *spool.Spool, path string) {
 	var rec *status.Record
 	var reused bool
 	if err == nil {
-		var r Request
+		var q SpoolRequest
 		dec := json.NewDecoder(strings.NewReader(string(data)))
 		dec.DisallowUnknownFields()
-		if err = dec.Decode(&r); err != nil {
-			err = status.Errorf(status.Usage, "request %s: %v", filepath.Base(path), err).WithHint("see the request format in man cmesh-run, SPOOL")
-		} else if r.RequestID != reqID {
-			err = status.Errorf(status.Usage, "request file %s says request_id %q", filepath.Base(path), r.RequestID).
+		if err = dec.Decode(&q); err != nil {
+			err = errs.Errorf(errs.Usage, "request %s: %v", filepath.Base(path), err).WithHint("see the request format in man cmesh-run, SPOOL")
+		} else if q.RequestID != reqID {
+			err = errs.Errorf(errs.Usage, "request file %s says request_id %q", filepath.Base(path), q.RequestID).
 				WithHint("name the file REQUEST_ID.json")
 		} else {
-			var sub submission
-			sub, err = a.request(newRequestInput(r), policy.Mode{Sudo: true, Asker: asker})
-			if err == nil {
-				sub.asker = asker
-				rec, reused, err = a.submit(sub)
+			var r policy.Request
+			var sub policy.Submission
+			if r, err = q.Decode(asker); err == nil {
+				if sub, err = policy.Check(r, s.Cfg); err == nil {
+					rec, reused, err = s.Submit(sub)
+				}
 			}
 		}
 	}
@@ -156,21 +140,20 @@ func (a *app) takeRequest(sp *spool.Spool, path string) {
 		// Out of incoming first: should anything below fail, the entry
 		// is still never refused (and audited) twice.
 		if rerr := sp.Reject(filepath.Base(path)); rerr != nil {
-			a.log.Warnf("request %s: cannot move it out of incoming: %v", reqID, rerr)
+			s.Log.Warnf("request %s: cannot move it out of incoming: %v", reqID, rerr)
 		}
-		a.log.WithFields(logrus.Fields{"request": reqID, "requested_by": asker}).Warnf("request refused: %v", err)
-		a.auditLine(logrus.Fields{"request": reqID, "requested_by": asker, "outcome": "refused", "error": err.Error()}, "request refused", "cmesh-run refused")
-		k := kinds[status.KindOf(err)]
+		s.Log.WithFields(logrus.Fields{"request": reqID, "requested_by": asker}).Warnf("request refused: %v", err)
+		s.Audit.Line(logrus.Fields{"request": reqID, "requested_by": asker, "outcome": "refused", "error": err.Error()}, "request refused", "cmesh-run refused")
 		// A refusal's answer is written without fsync: losing it in a
 		// crash costs the caller a retry, and a flood of bad requests
 		// must not cost a disk flush each.
-		a.writeResult(sp, reqID, map[string]any{"request_id": reqID, "error": map[string]string{"code": k.name, "message": err.Error(), "hint": status.HintOf(err)}}, false)
+		s.writeResult(sp, reqID, map[string]any{"request_id": reqID, "error": map[string]string{"code": errs.Code(err), "message": err.Error(), "hint": errs.HintOf(err)}}, false)
 		return
 	}
 	_ = os.Remove(path)
 	j := rec.Public()
 	j.Reused = status.Ptr(reused)
-	a.writeResult(sp, reqID, struct {
+	s.writeResult(sp, reqID, struct {
 		RequestID string `json:"request_id"`
 		status.Job
 	}{reqID, j}, true)
@@ -187,10 +170,10 @@ func readRequest(path string) (string, []byte, error) {
 		if st, lerr := os.Lstat(path); lerr == nil {
 			owner = ownerName(st)
 			if st.Mode()&os.ModeSymlink != 0 {
-				return owner, nil, status.Errorf(status.Usage, "request %s is a symlink", base).WithHint("write the request itself, then rename it into incoming")
+				return owner, nil, errs.Errorf(errs.Usage, "request %s is a symlink", base).WithHint("write the request itself, then rename it into incoming")
 			}
 		}
-		return owner, nil, status.Errorf(status.Usage, "request %s: %v", base, unwrapPathErr(err))
+		return owner, nil, errs.Errorf(errs.Usage, "request %s: %v", base, unwrapPathErr(err))
 	}
 	defer f.Close()
 	st, err := f.Stat()
@@ -200,17 +183,17 @@ func readRequest(path string) (string, []byte, error) {
 	owner := ownerName(st)
 	switch {
 	case !st.Mode().IsRegular():
-		return owner, nil, status.Errorf(status.Usage, "request %s is not a regular file (%s)", base, st.Mode().Type()).
+		return owner, nil, errs.Errorf(errs.Usage, "request %s is not a regular file (%s)", base, st.Mode().Type()).
 			WithHint("write the request as a file, then rename it into incoming")
 	case st.Size() > maxRequest:
-		return owner, nil, status.Errorf(status.Usage, "request %s is over %d bytes", base, maxRequest)
+		return owner, nil, errs.Errorf(errs.Usage, "request %s is over %d bytes", base, maxRequest)
 	}
 	data, err := io.ReadAll(io.LimitReader(f, maxRequest+1))
 	if err != nil {
 		return owner, nil, err
 	}
 	if len(data) > maxRequest {
-		return owner, nil, status.Errorf(status.Usage, "request %s is over %d bytes", base, maxRequest)
+		return owner, nil, errs.Errorf(errs.Usage, "request %s is over %d bytes", base, maxRequest)
 	}
 	return owner, data, nil
 }
@@ -234,7 +217,7 @@ func unwrapPathErr(err error) error {
 	return err
 }
 
-func (a *app) writeResult(sp *spool.Spool, reqID string, v any, durable bool) {
+func (s *Service) writeResult(sp *spool.Spool, reqID string, v any, durable bool) {
 	b, err := json.Marshal(v)
 	write := status.WriteFile
 	if !durable {
@@ -244,6 +227,6 @@ func (a *app) writeResult(sp *spool.Spool, reqID string, v any, durable bool) {
 		err = write(filepath.Join(sp.Dir, "results", reqID+".json"), append(b, '\n'), 0o640)
 	}
 	if err != nil {
-		a.log.Warnf("result of request %s: %v", reqID, err)
+		s.Log.Warnf("result of request %s: %v", reqID, err)
 	}
 }

@@ -1,7 +1,8 @@
-package run
+package jobs
 
 import (
 	"bytes"
+	"encoding/json"
 	"math/rand/v2"
 	"strings"
 	"testing"
@@ -9,9 +10,9 @@ import (
 	"github.com/cmesh/cmesh-run/status"
 )
 
-// writeChunk streams what printJSON would print whole: the two must agree
+// WriteJSON streams what encoding/json would print whole: the two must agree
 // byte for byte, or a PHP reader comparing answers would see a change.
-func TestWriteChunkIsPrintJSON(t *testing.T) {
+func TestChunkWriteJSONIsEncodingJSON(t *testing.T) {
 	inputs := [][]byte{
 		nil, []byte(""), []byte("plain text\n"), []byte("<a href=\"x\">&amp;</a>\\"),
 		[]byte("\x00\x01\x07\b\f\n\r\t\x1b[31m\x7f"), []byte("caf\xc3\xa9 \xe2\x80\xa8 \xe2\x80\xa9 \xef\xbf\xbd"),
@@ -34,13 +35,20 @@ func TestWriteChunkIsPrintJSON(t *testing.T) {
 		inputs = append(inputs, b)
 	}
 	for _, in := range inputs {
-		c := logChunk{ID: "20261204T030000Z-abc", State: status.Running, Offset: 12, NextOffset: 99, Done: true}
+		c := LogChunk{ID: "20261204T030000Z-abc", State: status.Running, Offset: 12, NextOffset: 99, Data: in, Done: true}
 		var got, want bytes.Buffer
-		if err := writeChunk(&got, c, in); err != nil {
+		if err := c.WriteJSON(&got); err != nil {
 			t.Fatal(err)
 		}
-		c.Data = strings.ToValidUTF8(string(in), "\uFFFD")
-		if err := printJSON(&want, c); err != nil {
+		whole := struct {
+			ID         string       `json:"id"`
+			State      status.State `json:"state"`
+			Offset     int64        `json:"offset"`
+			NextOffset int64        `json:"next_offset"`
+			Data       string       `json:"data"`
+			Done       bool         `json:"done"`
+		}{c.ID, c.State, c.Offset, c.NextOffset, strings.ToValidUTF8(string(in), "\uFFFD"), c.Done}
+		if err := json.NewEncoder(&want).Encode(whole); err != nil {
 			t.Fatal(err)
 		}
 		if !bytes.Equal(got.Bytes(), want.Bytes()) {

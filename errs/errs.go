@@ -1,4 +1,7 @@
-package status
+// Package errs holds the kinds of error cmesh-run reports: each maps to one
+// exit status of the man page (EXIT STATUS), and carries a one-line message
+// and the fix to try.
+package errs
 
 import (
 	"errors"
@@ -61,3 +64,10 @@ func HintOf(err error) string {
 	}
 	return ""
 }
+
+// codes are the error codes of --json output and spool answers, by kind.
+var codes = map[Kind]string{Internal: "internal", Usage: "usage", NotFound: "not_found", Unavailable: "backend_unavailable", Denied: "denied"}
+
+// Code is err's code in --json output: usage, not_found,
+// backend_unavailable, denied or internal.
+func Code(err error) string { return codes[KindOf(err)] }

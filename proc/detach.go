@@ -1,4 +1,4 @@
-package backend
+package proc
 
 import (
 	"fmt"
@@ -70,7 +70,7 @@ func Detach(script []byte) (int, error) {
 		return 0, err
 	}
 	pid, err := Spawn("/bin/sh", []string{"sh", "-s"},
-		[]string{"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"},
+		[]string{"PATH=" + CleanPath},
 		"/", []*os.File{r, null, null}, &syscall.SysProcAttr{Setsid: true})
 	r.Close()
 	if err != nil {

@@ -1,4 +1,4 @@
-package backend
+package proc
 
 import (
 	"bytes"
@@ -59,5 +59,17 @@ func TestDetachNewSession(t *testing.T) {
 	f := strings.Fields(got)
 	if p := strconv.Itoa(pid); len(f) != 3 || f[0] != p || f[1] != "/" || f[2] != p {
 		t.Fatalf("sh printed %q; want PID %d, /, and its own session %d", got, pid, pid)
+	}
+}
+
+// A program that exits 0 without reading all of its input must not pass
+// for one that got it: at would have queued a script cut short.
+func TestRunInputReportsAShortWrite(t *testing.T) {
+	big := bytes.Repeat([]byte("x"), 1<<20) // more than a pipe holds
+	if _, err := RunInput("/bin/true", []string{"true"}, nil, big); err == nil {
+		t.Fatal("true read none of 1 MiB and RunInput said nothing")
+	}
+	if out, err := RunInput("/bin/sh", []string{"sh", "-c", "wc -c"}, nil, big); err != nil || strings.TrimSpace(string(out)) != "1048576" {
+		t.Fatalf("wc -c of 1 MiB: %q, %v", out, err)
 	}
 }

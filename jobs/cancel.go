@@ -1,0 +1,117 @@
+package jobs
+
+import (
+	"syscall"
+	"time"
+
+	"github.com/cmesh/cmesh-run/errs"
+	"github.com/cmesh/cmesh-run/proc"
+	"github.com/cmesh/cmesh-run/status"
+)
+
+// Cancel stops job id and returns it as it ended: a queued job leaves its
+// backend; a waiting or running one's whole process tree gets SIGTERM,
+// then SIGKILL after grace. A finished job is returned as it is.
+func (s *Service) Cancel(id string, grace time.Duration) (status.Job, error) {
+	j, rec, err := s.Get(id)
+	if err != nil || j.State.Finished() {
+		return j, err
+	}
+	st, err := s.Store(false)
+	if err != nil {
+		return j, err
+	}
+	if err := s.stop(st, rec, grace); err != nil {
+		return j, err
+	}
+	j, _, err = s.Get(rec.ID)
+	return j, err
+}
+
+// stop cancels one unfinished job and returns once it has ended.
+func (s *Service) stop(st *status.Store, rec *status.Record, grace time.Duration) error {
+	lock, err := st.Lock(rec.ID)
+	if err != nil {
+		return err
+	}
+	if rec, err = st.Load(rec.ID); err != nil {
+		status.Unlock(lock)
+		return err
+	}
+	who := CurrentCaller()
+	switch {
+	case rec.State.Finished():
+		status.Unlock(lock)
+		return nil
+	case rec.State == status.Queued:
+		// Out of the backend first; if atd had already started it, its
+		// wrapper is waiting for this lock and will find it canceled.
+		if rec.BackendRef != nil {
+			if be, err := s.Backend(rec.Backend, who); err == nil {
+				_ = be.Remove(*rec.BackendRef)
+			}
+		}
+		err = s.endCanceled(st, rec)
+		status.Unlock(lock)
+		return err
+	case proc.Alive(rec.WrapperPID, rec.WrapperStart, rec.BootID):
+		rec.Cancel = &status.CancelRequest{At: time.Now().UTC(), By: who.Name, Grace: grace}
+		err := st.Save(rec)
+		status.Unlock(lock)
+		if err != nil {
+			return err
+		}
+		if err := syscall.Kill(rec.WrapperPID, syscall.SIGUSR1); err != nil {
+			return errs.Errorf(errs.Denied, "cannot signal job %s's wrapper (pid %d): %v", rec.ID, rec.WrapperPID, err).
+				WithHint("cancel as the user the job runs as (%s), or as root", rec.User)
+		}
+		s.Audit.Job(rec, "canceled", nil)
+		return s.awaitEnd(rec.ID, grace+10*time.Second)
+	default:
+		// The wrapper is gone (killed, or the machine restarted): stop what
+		// is left of the job here and write its end.
+		defer status.Unlock(lock)
+		if p := rec.PID; p != nil && proc.Alive(*p, rec.PIDStart, rec.BootID) {
+			proc.KillTree(*p, grace)
+		}
+		return s.endCanceled(st, rec)
+	}
+}
+
+// endCanceled writes a canceled end marker and record for a job whose
+// wrapper will not.
+func (s *Service) endCanceled(st *status.Store, rec *status.Record) error {
+	m := status.Marker{Kind: "end", Attempt: rec.Attempt, Reason: "canceled", Time: time.Now().UTC()}
+	if err := st.AppendMarker(rec, m); err != nil {
+		return err
+	}
+	status.ApplyEnd(&rec.Job, m)
+	if err := st.Save(rec); err != nil {
+		return err
+	}
+	s.Audit.Job(rec, "canceled", nil)
+	return st.SetActive(rec.ID, false)
+}
+
+// awaitEnd polls until job id has finished.
+func (s *Service) awaitEnd(id string, within time.Duration) error {
+	deadline := time.Now().Add(within)
+	for {
+		j, _, err := s.Get(id)
+		if err != nil {
+			return err
+		}
+		if j.State.Finished() {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			pid := 0
+			if j.PID != nil {
+				pid = *j.PID
+			}
+			return errs.Errorf(errs.Internal, "job %s did not end within %v of the cancel", id, within).
+				WithHint("see cmesh-run status %s; ps -s %d shows what is left", id, pid)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
