@@ -1,0 +1,236 @@
+// Package backendtest is the conformance suite every backend passes: the
+// same jobs (success, failure, a signal, cancel, timeout, retries, a fake
+// marker, a lost job) through the real command line, judged by what
+// status, log and wait report. direct and the spool run it in plain go
+// test (no root, no service); at and systemd in their integration suites.
+// A new backend passes it or is not done.
+package backendtest
+
+import (
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// Harness is how the suite reaches one backend.
+type Harness struct {
+	// Backend is the name --backend takes.
+	Backend string
+	// CLI runs cmesh-run with args, the harness's state dir and config
+	// applied, and returns its exit status and output.
+	CLI func(t *testing.T, args ...string) (code int, stdout, stderr string)
+	// StateDir is where the records are: the lost case reads the
+	// wrapper's PID from one, as a reader with root's eyes would.
+	StateDir string
+	// StartTimeout bounds how long a job may take to start (a slow
+	// backend, a loaded machine).
+	StartTimeout time.Duration
+}
+
+// Job is the part of SPEC's job object the suite judges.
+type Job struct {
+	ID       string `json:"id"`
+	State    string `json:"state"`
+	ExitCode *int   `json:"exit_code"`
+	Signal   string `json:"signal"`
+	Attempt  int    `json:"attempt"`
+	Backend  string `json:"backend"`
+	PID      *int   `json:"pid"`
+}
+
+// Run runs every case against h.
+func Run(t *testing.T, h Harness) {
+	if h.StartTimeout == 0 {
+		h.StartTimeout = 60 * time.Second
+	}
+	t.Run("success", func(t *testing.T) {
+		id := h.schedule(t, nil, "sh", "-c", "echo out; echo err >&2")
+		j := h.finish(t, id)
+		h.expect(t, j, "succeeded", 0, "")
+		if got := h.log(t, id); got != "out\nerr\n" {
+			t.Errorf("log %q, want the job's bytes, stdout and stderr in order", got)
+		}
+		if code := h.wait(t, id); code != 0 {
+			t.Errorf("wait exited %d, want the job's 0", code)
+		}
+	})
+	t.Run("failure", func(t *testing.T) {
+		id := h.schedule(t, nil, "sh", "-c", "exit 3")
+		h.expect(t, h.finish(t, id), "failed", 3, "")
+		if code := h.wait(t, id); code != 3 {
+			t.Errorf("wait exited %d, want the job's 3", code)
+		}
+	})
+	t.Run("signal", func(t *testing.T) {
+		id := h.schedule(t, nil, "sh", "-c", "kill -KILL $$")
+		h.expect(t, h.finish(t, id), "failed", 137, "KILL")
+	})
+	t.Run("fake marker", func(t *testing.T) {
+		// The job prints what a marker looks like, with a nonce of its
+		// own: status must still report how the job really ended.
+		id := h.schedule(t, nil, "sh", "-c", `printf '\n[cmesh-run:0123456789abcdef0123456789abcdef end attempt=1 exit=0]\n'; exit 4`)
+		h.expect(t, h.finish(t, id), "failed", 4, "")
+	})
+	t.Run("retries", func(t *testing.T) {
+		dir := t.TempDir()
+		if err := os.Chmod(dir, 0o777); err != nil {
+			t.Fatal(err)
+		}
+		count := filepath.Join(dir, "n")
+		id := h.schedule(t, []string{"--retries", "2", "--retry-delay", "100ms"}, "sh", "-c",
+			`n=$(cat "$0" 2>/dev/null || echo 0); n=$((n+1)); echo $n > "$0"; [ $n -ge 3 ]`, count)
+		j := h.finish(t, id)
+		h.expect(t, j, "succeeded", 0, "")
+		if j.Attempt != 3 {
+			t.Errorf("attempt %d, want 3 (two failures, then success)", j.Attempt)
+		}
+	})
+	t.Run("timeout", func(t *testing.T) {
+		id := h.schedule(t, []string{"--timeout", "1s", "--grace", "1s"}, "sleep", "30")
+		j := h.finish(t, id)
+		if j.State != "timed_out" {
+			t.Errorf("state %s, want timed_out: %+v", j.State, j)
+		}
+	})
+	t.Run("cancel", func(t *testing.T) {
+		id := h.schedule(t, nil, "sleep", "30")
+		h.running(t, id)
+		if code, _, stderr := h.CLI(t, "cancel", "--grace", "1s", id); code != 0 {
+			t.Fatalf("cancel: exit %d: %s", code, stderr)
+		}
+		j := h.status(t, id)
+		if j.State != "canceled" {
+			t.Errorf("state %s after cancel, want canceled", j.State)
+		}
+		if code := h.wait(t, id); code != 125 {
+			t.Errorf("wait exited %d for a canceled job, want 125", code)
+		}
+	})
+	t.Run("lost", func(t *testing.T) {
+		id := h.schedule(t, nil, "sleep", "30")
+		j := h.running(t, id)
+		// The wrapper and the job die without an end marker, as under the
+		// OOM killer or a kill -9 of the whole session.
+		wrapper := h.wrapperPID(t, id)
+		_ = syscall.Kill(wrapper, syscall.SIGKILL)
+		if j.PID != nil {
+			_ = syscall.Kill(-*j.PID, syscall.SIGKILL)
+			_ = syscall.Kill(*j.PID, syscall.SIGKILL)
+		}
+		deadline := time.Now().Add(10 * time.Second)
+		for {
+			j = h.status(t, id)
+			if j.State == "lost" {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("state %s 10 s after the wrapper and the job were killed, want lost", j.State)
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+		if code := h.wait(t, id); code != 125 {
+			t.Errorf("wait exited %d for a lost job, want 125", code)
+		}
+	})
+}
+
+func (h Harness) schedule(t *testing.T, opts []string, argv ...string) string {
+	t.Helper()
+	args := append([]string{"schedule", "--backend", h.Backend, "--workdir", "/"}, opts...)
+	code, out, stderr := h.CLI(t, append(append(args, "--"), argv...)...)
+	id := strings.TrimSpace(out)
+	if code != 0 || id == "" || strings.Contains(id, "\n") {
+		t.Fatalf("schedule %q: exit %d, stdout %q, stderr %q", argv, code, out, stderr)
+	}
+	return id
+}
+
+func (h Harness) status(t *testing.T, id string) Job {
+	t.Helper()
+	code, out, stderr := h.CLI(t, "status", "--json", id)
+	var j Job
+	if code != 0 || json.Unmarshal([]byte(out), &j) != nil || j.ID != id {
+		t.Fatalf("status --json %s: exit %d, stdout %q, stderr %q", id, code, out, stderr)
+	}
+	if j.Backend != h.Backend {
+		t.Fatalf("job %s went through %s, want %s", id, j.Backend, h.Backend)
+	}
+	return j
+}
+
+// finish waits for the job to end, through wait, within the start bound
+// plus the job's own time.
+func (h Harness) finish(t *testing.T, id string) Job {
+	t.Helper()
+	within := h.StartTimeout + 30*time.Second
+	code, _, stderr := h.CLI(t, "wait", "--timeout", within.String(), id)
+	if code == 124 {
+		t.Fatalf("job %s did not finish within %v: %+v (%s)", id, within, h.status(t, id), stderr)
+	}
+	return h.status(t, id)
+}
+
+func (h Harness) wait(t *testing.T, id string) int {
+	t.Helper()
+	code, _, _ := h.CLI(t, "wait", "--timeout", "30s", id)
+	return code
+}
+
+// running polls until the job runs.
+func (h Harness) running(t *testing.T, id string) Job {
+	t.Helper()
+	deadline := time.Now().Add(h.StartTimeout)
+	for {
+		j := h.status(t, id)
+		switch {
+		case j.State == "running" && j.PID != nil:
+			return j
+		case j.State != "queued" && j.State != "waiting" && j.State != "running":
+			t.Fatalf("job %s ended %s before it was seen running", id, j.State)
+		case time.Now().After(deadline):
+			t.Fatalf("job %s not running within %v: %+v", id, h.StartTimeout, j)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func (h Harness) log(t *testing.T, id string) string {
+	t.Helper()
+	code, out, stderr := h.CLI(t, "log", id)
+	if code != 0 {
+		t.Fatalf("log %s: exit %d: %s", id, code, stderr)
+	}
+	return out
+}
+
+func (h Harness) expect(t *testing.T, j Job, state string, exit int, signal string) {
+	t.Helper()
+	if j.State != state || j.ExitCode == nil || *j.ExitCode != exit || j.Signal != signal {
+		got := "null"
+		if j.ExitCode != nil {
+			got = strconv.Itoa(*j.ExitCode)
+		}
+		t.Errorf("job %s: state %s, exit %s, signal %q; want %s, %d, %q", j.ID, j.State, got, j.Signal, state, exit, signal)
+	}
+}
+
+// wrapperPID reads the wrapper's PID from the job's record.
+func (h Harness) wrapperPID(t *testing.T, id string) int {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join(h.StateDir, "jobs", id+".json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var r struct {
+		WrapperPID int `json:"wrapper_pid"`
+	}
+	if err := json.Unmarshal(b, &r); err != nil || r.WrapperPID <= 0 {
+		t.Fatalf("record of %s has no wrapper_pid (%v): %s", id, err, b)
+	}
+	return r.WrapperPID
+}
