@@ -13,6 +13,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/cmesh/cmesh-run/test/itest"
 )
 
 // The demo's build (php/demo/build.sh) as the page starts it: 24 steps of 0.15 s; the
@@ -36,7 +38,7 @@ func TestDemoInBrowser(t *testing.T) {
 	t0 := time.Now()
 	bin := requireIntegration(t)
 	ensureAtd(t)
-	allowAt(t)
+	itest.AllowAt(t, "browser", itest.WebUser)
 
 	s := newSite(t, bin)
 	fpm := s.startFPM()
@@ -146,7 +148,7 @@ func TestDemoInBrowser(t *testing.T) {
 		}
 		if running.PID != nil {
 			pid := *running.PID
-			if !pollQuiet(5*time.Second, func() bool { st := procState(pid); return st == "" || st == "Z" }) {
+			if !itest.Eventually(5*time.Second, func() bool { st := itest.ProcState(pid); return st == "" || st == "Z" }) {
 				t.Errorf("the canceled job's process %d is still alive", pid)
 			}
 		}
@@ -205,7 +207,7 @@ func TestDemoInBrowser(t *testing.T) {
 		})
 		id := p1.JobID
 
-		fpm.stop() // QUIT by PID: the pool and its workers go; the build runs under atd
+		fpm.Stop() // QUIT by PID: the pool and its workers go; the build runs under atd
 		down := b.waitPage(10*time.Second, "the page to show its polls failing", func(p page) bool { return p.Error != "" })
 		if !strings.Contains(down.Error, "502") {
 			t.Errorf("error shown while the pool is down: %q, want the HTTP 502 of nginx", down.Error)
@@ -288,7 +290,7 @@ func (s *session) page() page {
 func (s *session) waitPage(timeout time.Duration, what string, cond func(page) bool) page {
 	s.t.Helper()
 	var p page
-	poll(s.t, timeout, what, func() (bool, string) {
+	itest.Poll(s.t, timeout, what, func() (bool, string) {
 		p = s.page()
 		return cond(p), "the page shows " + p.String()
 	})
@@ -364,11 +366,11 @@ type shots struct {
 func newShots(t *testing.T) *shots {
 	t.Helper()
 	dir, err := os.MkdirTemp("", "cmesh-run-browser-shots-")
-	must(t, err)
+	itest.Must(t, err)
 	sh := &shots{dir: dir}
 	if os.Getenv("CMESH_RUN_SAVE_SCREENSHOTS") == "1" {
 		sh.keep = filepath.Join("testdata", "screenshots")
-		must(t, os.MkdirAll(sh.keep, 0o755))
+		itest.Must(t, os.MkdirAll(sh.keep, 0o755))
 	}
 	t.Logf("screenshots go to %s", dir)
 	return sh
@@ -385,10 +387,10 @@ func (sh *shots) take(t *testing.T, b *session, name string) {
 	sh.n++
 	file := fmt.Sprintf("%02d-%s.png", sh.n, name)
 	path := filepath.Join(sh.dir, file)
-	must(t, os.WriteFile(path, data, 0o644))
+	itest.Must(t, os.WriteFile(path, data, 0o644))
 	t.Logf("screenshot: %s (%dx%d)", path, cfg.Width, cfg.Height)
 	if sh.keep != "" {
-		must(t, os.WriteFile(filepath.Join(sh.keep, file), data, 0o644))
+		itest.Must(t, os.WriteFile(filepath.Join(sh.keep, file), data, 0o644))
 		t.Logf("screenshot copied to test/browser/%s", filepath.Join(sh.keep, file))
 	}
 }

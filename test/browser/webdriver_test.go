@@ -6,7 +6,6 @@ package browser
 // needs (a session, navigation, elements, clicks, a script, screenshots). Stdlib only.
 
 import (
-	"bufio"
 	"bytes"
 	"encoding/base64"
 	"encoding/json"
@@ -22,6 +21,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/cmesh/cmesh-run/test/itest"
 )
 
 // elementKey is the W3C name of an element reference in JSON.
@@ -37,11 +38,9 @@ var chromeArgs = []string{
 
 // driver is a running chromedriver.
 type driver struct {
-	cmd     *exec.Cmd
-	pid     int
+	*itest.Server
 	base    string // http://127.0.0.1:PORT
 	logPath string
-	done    chan struct{}
 }
 
 // webDriverError is an error answer of the WebDriver API.
@@ -67,7 +66,7 @@ func startDriver(t *testing.T, dir string) *driver {
 	for attempt := 0; attempt < 3; attempt++ {
 		d, err := tryStartDriver(dir, freePort(t))
 		if err == nil {
-			t.Cleanup(d.stop)
+			t.Cleanup(d.Stop) // TERM, then KILL, by its PID
 			return d
 		}
 		lastErr = err
@@ -81,30 +80,20 @@ func tryStartDriver(dir string, port int) (*driver, error) {
 	d := &driver{
 		base:    fmt.Sprintf("http://127.0.0.1:%d", port),
 		logPath: filepath.Join(dir, "chromedriver.log"),
-		done:    make(chan struct{}),
 	}
-	out, err := os.OpenFile(filepath.Join(dir, "chromedriver.out"), os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o644)
-	if err != nil {
+	out := filepath.Join(dir, "chromedriver.out")
+	cmd := exec.Command(chromedriverBin, "--port="+strconv.Itoa(port), "--log-path="+d.logPath)
+	cmd.Env = []string{"PATH=" + itest.StdPath, "HOME=" + dir, "LANG=C.UTF-8"}
+	var err error
+	if d.Server, err = itest.Launch("chromedriver", cmd, out, syscall.SIGTERM); err != nil {
 		return nil, err
 	}
-	defer out.Close()
-	d.cmd = exec.Command(chromedriverBin, "--port="+strconv.Itoa(port), "--log-path="+d.logPath)
-	d.cmd.Stdout, d.cmd.Stderr = out, out
-	d.cmd.Env = []string{"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "HOME=" + dir, "LANG=C.UTF-8"}
-	d.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true} // no terminal signal reaches it
-	if err := d.cmd.Start(); err != nil {
-		return nil, err
-	}
-	d.pid = d.cmd.Process.Pid
-	go func() { d.cmd.Wait(); close(d.done) }()
 
 	deadline := time.Now().Add(15 * time.Second)
 	for {
-		select {
-		case <-d.done:
-			raw, _ := os.ReadFile(out.Name())
-			return nil, fmt.Errorf("exited at start: %v: %s", d.cmd.ProcessState, lastLines(string(raw), 5))
-		default:
+		if d.Exited() {
+			raw, _ := os.ReadFile(out)
+			return nil, fmt.Errorf("exited at start: %v: %s", cmd.ProcessState, itest.LastLines(string(raw), 5))
 		}
 		var st struct {
 			Ready bool `json:"ready"`
@@ -112,16 +101,11 @@ func tryStartDriver(dir string, port int) (*driver, error) {
 		if err := d.request(http.MethodGet, "/status", nil, &st); err == nil && st.Ready {
 			return d, nil
 		} else if time.Now().After(deadline) {
-			d.stop()
+			d.Stop()
 			return nil, fmt.Errorf("not ready after 15 s (last: ready=%v, %v)", st.Ready, err)
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-}
-
-// stop ends chromedriver by its PID (TERM, then KILL).
-func (d *driver) stop() {
-	stopPID(d.pid, d.done, syscall.SIGTERM, 5*time.Second)
 }
 
 // request sends one WebDriver command and decodes its "value" into out (when not nil).
@@ -181,7 +165,7 @@ type session struct {
 // newSession starts headless Chromium through chromedriver with a new empty profile.
 func (d *driver) newSession(t *testing.T, profile string) *session {
 	t.Helper()
-	must(t, os.MkdirAll(profile, 0o700))
+	itest.Must(t, os.MkdirAll(profile, 0o700))
 	caps := map[string]any{
 		"capabilities": map[string]any{
 			"alwaysMatch": map[string]any{
@@ -201,7 +185,7 @@ func (d *driver) newSession(t *testing.T, profile string) *session {
 	}
 	if err := d.request(http.MethodPost, "/session", caps, &created); err != nil {
 		if log, rerr := os.ReadFile(d.logPath); rerr == nil {
-			t.Logf("chromedriver log (end):\n%s", lastLines(string(log), 40))
+			t.Logf("chromedriver log (end):\n%s", itest.LastLines(string(log), 40))
 		}
 		t.Fatalf("new WebDriver session: %v", err)
 	}
@@ -217,8 +201,8 @@ func (s *session) close() {
 	// Before the session ends: its processes, and Chromium's crash handlers, which run
 	// detached (found by the paths under the test's chrome dir in their command lines).
 	var chromium []int
-	seen := map[int]bool{s.d.pid: true}
-	for _, pid := range append(descendants(s.d.pid), processesMentioning(filepath.Dir(s.profile))...) {
+	seen := map[int]bool{s.d.PID: true}
+	for _, pid := range append(itest.Descendants(s.d.PID), itest.ProcessesWith(filepath.Dir(s.profile))...) {
 		if !seen[pid] {
 			seen[pid] = true
 			chromium = append(chromium, pid)
@@ -228,17 +212,17 @@ func (s *session) close() {
 		s.t.Logf("delete session: %v", err)
 	}
 	for _, pid := range chromium {
-		waitOrKill(s.t, pid, 5*time.Second)
+		itest.WaitOrKill(s.t, pid, 5*time.Second)
 	}
 	// Orphans come to this process (a child subreaper, see startDriver), which reaps them
 	// rather than leave zombies for PID 1 (here it reaps only every few seconds).
 	for _, pid := range chromium {
-		pollQuiet(2*time.Second, func() bool {
-			switch procState(pid) {
+		itest.Eventually(2*time.Second, func() bool {
+			switch itest.ProcState(pid) {
 			case "":
 				return true
 			case "Z":
-				if _, ppid, err := procStat(pid); err == nil && ppid == os.Getpid() {
+				if _, ppid, err := itest.ProcStat(pid); err == nil && ppid == os.Getpid() {
 					var ws syscall.WaitStatus
 					syscall.Wait4(pid, &ws, syscall.WNOHANG, nil)
 				}
@@ -295,7 +279,7 @@ func (s *session) find(css string) string {
 func (s *session) click(css string) {
 	s.t.Helper()
 	el := s.find(css)
-	poll(s.t, 10*time.Second, css+" to be enabled", func() (bool, string) {
+	itest.Poll(s.t, 10*time.Second, css+" to be enabled", func() (bool, string) {
 		var enabled bool
 		s.must(http.MethodGet, "/element/"+el+"/enabled", nil, &enabled)
 		return enabled, "disabled"
@@ -366,18 +350,4 @@ func (s *session) consoleErrors() []string {
 func firstLine(s string) string {
 	line, _, _ := strings.Cut(s, "\n")
 	return line
-}
-
-// lastLines returns the last n lines of s.
-func lastLines(s string, n int) string {
-	var lines []string
-	sc := bufio.NewScanner(strings.NewReader(s))
-	sc.Buffer(make([]byte, 1<<20), 1<<20)
-	for sc.Scan() {
-		lines = append(lines, sc.Text())
-	}
-	if len(lines) > n {
-		lines = lines[len(lines)-n:]
-	}
-	return strings.Join(lines, "\n")
 }

@@ -6,39 +6,41 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/cmesh/cmesh-run/test/itest"
 )
 
 // (a) A page starts a 20 s build-like job and returns at once; later requests follow its
 // status and output until it is done, and the output arrives byte for byte.
 func TestRequestReturnsAtOnceAndJobRunsToTheEnd(t *testing.T) {
-	bin := requireIntegration(t)
-	allowAt(t)
+	bin := itest.Require(t, "fpm", needs)
+	itest.AllowAt(t, "fpm", itest.WebUser)
 	e := newEnv(t, bin)
-	e.startFPM()
+	e.site.Start(t)
 
 	argv, want := progressJob(200)
 	j, a := e.schedule(argv, map[string]any{"name": "build-20s"})
-	if a.elapsed > 1500*time.Millisecond {
-		t.Errorf("the scheduling request took %v; it must return at once", a.elapsed)
+	if a.Elapsed > 1500*time.Millisecond {
+		t.Errorf("the scheduling request took %v; it must return at once", a.Elapsed)
 	}
-	t.Logf("scheduled %s in %v (PHP side %.3fs)", j.ID, a.elapsed, a.Seconds)
+	t.Logf("scheduled %s in %v (PHP side %.3fs)", j.ID, a.Elapsed, a.Seconds)
 	if a.PoolSecret != poolEnvPW || a.RequestSecret != e.secret {
-		t.Fatalf("the page should see the pool and request secrets (the leak checks rely on it): %s", a.raw)
+		t.Fatalf("the page should see the pool and request secrets (the leak checks rely on it): %s", a.Raw)
 	}
 
 	sawRunning := false
-	poll(t, 10*time.Second, "job to run", func() (bool, string) {
+	itest.PollEvery(t, pagePoll, 10*time.Second, "job to run", func() (bool, string) {
 		s := e.status(j.ID)
 		sawRunning = s.State == "running"
-		return sawRunning || finished(s.State), s.State
+		return sawRunning || itest.Finished(s.State), s.State
 	})
 	if !sawRunning {
 		t.Errorf("a 20 s job was never seen running")
@@ -51,17 +53,17 @@ func TestRequestReturnsAtOnceAndJobRunsToTheEnd(t *testing.T) {
 // (b) The job survives whatever happens to the request, the worker or the whole pool, and ends
 // succeeded with all its output.
 func TestJobSurvivesFPM(t *testing.T) {
-	bin := requireIntegration(t)
-	allowAt(t)
+	bin := itest.Require(t, "fpm", needs)
+	itest.AllowAt(t, "fpm", itest.WebUser)
 
 	t.Run("worker recycled", func(t *testing.T) {
 		t.Parallel()
 		e := newEnv(t, bin)
-		e.startFPM()
+		e.site.Start(t)
 		argv, want := progressJob(60)
 		j, a := e.schedule(argv, nil)
-		waitGone(t, a.PID, "the scheduling worker (pm.max_requests=1)", 5*time.Second)
-		if s := e.directStatus(j.ID); finished(s.State) {
+		itest.WaitGone(t, a.PID, "the scheduling worker (pm.max_requests=1)", 5*time.Second)
+		if s := e.directStatus(j.ID); itest.Finished(s.State) {
 			t.Fatalf("job already over when its worker was gone, proves nothing: %v", s)
 		}
 		got, final := e.collect(j.ID, 1<<20, 40*time.Second)
@@ -71,28 +73,28 @@ func TestJobSurvivesFPM(t *testing.T) {
 	t.Run("request_terminate_timeout kills the worker", func(t *testing.T) {
 		t.Parallel()
 		e := newEnv(t, bin)
-		e.startFPM()
+		e.site.Start(t)
 		argv, want := progressJob(100)
 		note := filepath.Join(e.notes, "schedule.json")
 		r := e.request(map[string]any{"op": "schedule", "argv": argv, "note": note, "sleep": 30}, 40*time.Second)
-		if r.elapsed > 20*time.Second {
-			t.Errorf("request took %v: request_terminate_timeout=5s did not end it", r.elapsed)
+		if r.Elapsed > 20*time.Second {
+			t.Errorf("request took %v: request_terminate_timeout=5s did not end it", r.Elapsed)
 		}
-		if r.err == nil && r.status == 200 && strings.Contains(string(r.body), `"ok":true`) {
-			t.Fatalf("the page was meant to be killed, yet it answered: %q", r.body)
+		if r.Err == nil && r.Status == 200 && strings.Contains(string(r.Body), `"ok":true`) {
+			t.Fatalf("the page was meant to be killed, yet it answered: %q", r.Body)
 		}
-		t.Logf("killed request: status %d, err %v, body %q, after %v", r.status, r.err, r.body, r.elapsed)
-		var a apiResult
+		t.Logf("killed request: status %d, err %v, body %q, after %v", r.Status, r.Err, r.Body, r.Elapsed)
+		var a itest.APIResult
 		raw, err := os.ReadFile(note)
-		must(t, err)
-		must(t, json.Unmarshal(raw, &a))
+		itest.Must(t, err)
+		itest.Must(t, json.Unmarshal(raw, &a))
 		var j job
 		if !a.OK || json.Unmarshal(a.Result, &j) != nil {
 			t.Fatalf("schedule before the sleep failed: %s", raw)
 		}
 		e.track(j.ID)
-		waitGone(t, a.PID, "the timed-out worker", 5*time.Second)
-		if s := e.directStatus(j.ID); finished(s.State) {
+		itest.WaitGone(t, a.PID, "the timed-out worker", 5*time.Second)
+		if s := e.directStatus(j.ID); itest.Finished(s.State) {
 			t.Fatalf("job already over when its worker was killed, proves nothing: %v", s)
 		}
 		got, final := e.collect(j.ID, 1<<20, 40*time.Second)
@@ -101,30 +103,30 @@ func TestJobSurvivesFPM(t *testing.T) {
 
 	masterCases := []struct {
 		name string
-		kill func(p *fpmProc) error
+		kill func(p *itest.Server) error
 	}{
-		{"master SIGQUIT", func(p *fpmProc) error { return syscall.Kill(p.pid, syscall.SIGQUIT) }},
-		{"master SIGTERM", func(p *fpmProc) error { return syscall.Kill(p.pid, syscall.SIGTERM) }},
-		{"SIGKILL to the whole process group", func(p *fpmProc) error { return syscall.Kill(-p.pid, syscall.SIGKILL) }},
+		{"master SIGQUIT", func(p *itest.Server) error { return syscall.Kill(p.PID, syscall.SIGQUIT) }},
+		{"master SIGTERM", func(p *itest.Server) error { return syscall.Kill(p.PID, syscall.SIGTERM) }},
+		{"SIGKILL to the whole process group", func(p *itest.Server) error { return syscall.Kill(-p.PID, syscall.SIGKILL) }},
 	}
 	for _, tc := range masterCases {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
 			e := newEnv(t, bin)
-			p := e.startFPM()
+			p := e.site.Start(t)
 			argv, want := progressJob(60)
 			j, _ := e.schedule(argv, nil)
-			must(t, tc.kill(p))
-			p.waitExit(t, 10*time.Second)
+			itest.Must(t, tc.kill(p))
+			p.WaitExit(t, 10*time.Second)
 
 			s := e.directStatus(j.ID)
 			if s.State != "running" && s.State != "queued" {
 				t.Fatalf("with the pool gone the job should still be on its way, got %v", s)
 			}
-			if s.PID != nil && !alive(*s.PID) {
+			if s.PID != nil && !itest.Alive(*s.PID) {
 				t.Fatalf("job's process %d is gone with the pool: %v", *s.PID, s)
 			}
-			e.startFPM() // a new pool, to read the job's progress through pages again
+			e.site.Start(t) // a new pool, to read the job's progress through pages again
 			got, final := e.collect(j.ID, 1<<20, 40*time.Second)
 			checkSucceeded(t, final, got, want)
 		})
@@ -135,8 +137,8 @@ func TestJobSurvivesFPM(t *testing.T) {
 // output, at's spool or the state dir, whether the caller uses the client as meant or hands
 // cmesh-run its whole environment.
 func TestJobIsolatedFromFPM(t *testing.T) {
-	bin := requireIntegration(t)
-	allowAt(t)
+	bin := itest.Require(t, "fpm", needs)
+	itest.AllowAt(t, "fpm", itest.WebUser)
 	for _, leaky := range []bool{false, true} {
 		name := "client env"
 		if leaky {
@@ -145,7 +147,7 @@ func TestJobIsolatedFromFPM(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			t.Parallel()
 			e := newEnv(t, bin)
-			p := e.startFPM()
+			p := e.site.Start(t)
 			secrets := []string{poolEnvPW, e.secret}
 
 			loop, wantTail := progressJob(60)
@@ -155,43 +157,31 @@ func TestJobIsolatedFromFPM(t *testing.T) {
 			e.track(j.ID)
 			e.checkNewJob(j, argv)
 			if a.PoolSecret != poolEnvPW || a.RequestSecret != e.secret {
-				t.Fatalf("the worker should see both secrets, or this test proves nothing: %s", a.raw)
+				t.Fatalf("the worker should see both secrets, or this test proves nothing: %s", a.Raw)
 			}
 
 			// Every socket and pipe FPM has: the worker's during the request (listening
 			// socket, the request's connection, the log pipes), the master's and its
 			// workers' now.
-			fpmFDs := map[string]string{}
-			for fd, target := range a.FDs {
-				if sharedKind(target) {
-					fpmFDs[target] = fmt.Sprintf("worker %d fd %s", a.PID, fd)
-				}
-			}
-			for _, pid := range groupMembers(p.pid) {
-				for fd, target := range fdLinks(pid) {
-					if sharedKind(target) {
-						fpmFDs[target] = fmt.Sprintf("fpm pid %d fd %s", pid, fd)
-					}
-				}
-			}
+			fpmFDs := itest.SharedDescriptors(a.PID, a.FDs, p.PID)
 			if len(fpmFDs) == 0 {
 				t.Fatal("found no socket of FPM's to compare with")
 			}
 
 			var running job
-			poll(t, 10*time.Second, "job to be running with a pid", func() (bool, string) {
+			itest.PollEvery(t, pagePoll, 10*time.Second, "job to be running with a pid", func() (bool, string) {
 				running = e.status(j.ID)
-				if finished(running.State) {
+				if itest.Finished(running.State) {
 					t.Fatalf("job ended too soon: %v", running)
 				}
-				return running.State == "running" && running.PID != nil && alive(*running.PID), running.String()
+				return running.State == "running" && running.PID != nil && itest.Alive(*running.PID), running.String()
 			})
 
-			procs := jobProcesses(*running.PID)
+			procs := itest.JobProcesses(*running.PID, "atd")
 			t.Logf("job %s: processes %v", j.ID, procs)
 			for _, pid := range procs {
-				comm, _, _ := procStat(pid)
-				for fd, target := range fdLinks(pid) {
+				comm, _, _ := itest.ProcStat(pid)
+				for fd, target := range itest.FDLinks(pid) {
 					if from, ok := fpmFDs[target]; ok {
 						t.Errorf("job process %d (%s) fd %s is %s, inherited from %s", pid, comm, fd, target, from)
 					} else if strings.HasPrefix(target, "socket:") {
@@ -237,37 +227,39 @@ func TestJobIsolatedFromFPM(t *testing.T) {
 // (d) With Debian's /etc/at.deny (www-data listed) scheduling fails with status 4, code
 // backend_unavailable and a message naming the file and line; nothing is queued.
 func TestAtDenyRefusesWithClearError(t *testing.T) {
-	bin := requireIntegration(t)
-	line := denyAt(t)
+	bin := itest.Require(t, "fpm", needs)
+	line := itest.DenyAt(t, "fpm", itest.WebUser)
 	e := newEnv(t, bin)
-	e.startFPM()
+	e.site.Start(t)
 
-	before := atqJobs(t, webUser)
+	before, err := itest.AtJobs(itest.WebUser)
+	itest.Must(t, err)
 	a := e.api(map[string]any{"op": "schedule", "argv": []string{"sh", "-c", "echo should never run"}})
-	t.Logf("page answered: %s", a.raw)
+	t.Logf("page answered: %s", a.Raw)
 	if a.OK || a.Error == nil {
-		t.Fatalf("schedule should fail while %s lists www-data: %s", atDeny, a.raw)
+		t.Fatalf("schedule should fail while %s lists www-data: %s", itest.AtDeny, a.Raw)
 	}
 	if a.Error.Code != "backend_unavailable" || a.Error.ExitStatus != 4 {
 		t.Errorf("got code %q exit %d, want backend_unavailable and 4", a.Error.Code, a.Error.ExitStatus)
 	}
 	msg := a.Error.Message
-	if !strings.Contains(msg, atDeny) || !strings.Contains(msg, webUser) {
-		t.Errorf("message should name %s and %s: %q", atDeny, webUser, msg)
+	if !strings.Contains(msg, itest.AtDeny) || !strings.Contains(msg, itest.WebUser) {
+		t.Errorf("message should name %s and %s: %q", itest.AtDeny, itest.WebUser, msg)
 	}
 	// The line number can only be known when www-data may read the file; Debian ships it
 	// 0640 root:daemon, and then only at (setgid daemon) can.
 	hasLine := regexp.MustCompile(`\b` + strconv.Itoa(line) + `\b`).MatchString(msg)
-	if _, _, code := e.asWebUser("/usr/bin/test", "-r", atDeny); code == 0 && !hasLine {
-		t.Errorf("message should name line %d of %s, which www-data can read: %q", line, atDeny, msg)
+	if _, _, code := e.asWebUser("/usr/bin/test", "-r", itest.AtDeny); code == 0 && !hasLine {
+		t.Errorf("message should name line %d of %s, which www-data can read: %q", line, itest.AtDeny, msg)
 	} else if code != 0 {
-		t.Logf("%s is not readable by %s here, so the message cannot name line %d", atDeny, webUser, line)
+		t.Logf("%s is not readable by %s here, so the message cannot name line %d", itest.AtDeny, itest.WebUser, line)
 	}
 
-	after := atqJobs(t, webUser)
-	for n := range after {
-		if !before[n] {
-			t.Errorf("at job %d of www-data appeared although at was denied", n)
+	after, err := itest.AtJobs(itest.WebUser)
+	itest.Must(t, err)
+	for _, n := range after {
+		if !slices.Contains(before, n) {
+			t.Errorf("at job %s of www-data appeared although at was denied", n)
 		}
 	}
 	out, errOut, code := e.direct("status", "--json")
@@ -276,7 +268,7 @@ func TestAtDenyRefusesWithClearError(t *testing.T) {
 		t.Fatalf("status --json: exit %d, stdout %q, stderr %q", code, out, errOut)
 	}
 	for _, j := range live {
-		if !finished(j.State) {
+		if !itest.Finished(j.State) {
 			t.Errorf("a refused schedule left a %s job behind: %v", j.State, j)
 		}
 	}
@@ -284,10 +276,10 @@ func TestAtDenyRefusesWithClearError(t *testing.T) {
 
 // (e) The PHP client's methods, through the real pool.
 func TestPHPClientThroughFPM(t *testing.T) {
-	bin := requireIntegration(t)
-	allowAt(t)
+	bin := itest.Require(t, "fpm", needs)
+	itest.AllowAt(t, "fpm", itest.WebUser)
 	e := newEnv(t, bin)
-	e.startFPM()
+	e.site.Start(t)
 
 	t.Run("schedule options, status, log paged by 7 bytes", func(t *testing.T) {
 		e := e.sub(t)
@@ -295,7 +287,7 @@ func TestPHPClientThroughFPM(t *testing.T) {
 		j, _ := e.schedule(argv, map[string]any{
 			"name": "client-e1", "env": map[string]string{"GREETING": "hello, it's me"}, "workdir": e.workDir,
 		})
-		if j.Name == nil || *j.Name != "client-e1" || j.Workdir != e.workDir || j.User != webUser {
+		if j.Name == nil || *j.Name != "client-e1" || j.Workdir != e.workDir || j.User != itest.WebUser {
 			t.Errorf("job object does not reflect the options: %v", j)
 		}
 		got, final := e.collect(j.ID, 7, 30*time.Second)
@@ -328,24 +320,24 @@ func TestPHPClientThroughFPM(t *testing.T) {
 		e := e.sub(t)
 		j, _ := e.schedule([]string{"sh", "-c", "echo started; sleep 60; echo not reached"}, nil)
 		var s job
-		poll(t, 10*time.Second, "job to run", func() (bool, string) {
+		itest.PollEvery(t, pagePoll, 10*time.Second, "job to run", func() (bool, string) {
 			s = e.status(j.ID)
 			return s.State == "running" && s.PID != nil, s.String()
 		})
-		procs := jobProcesses(*s.PID)
+		procs := itest.JobProcesses(*s.PID, "atd")
 		var code int
 		a := e.call(map[string]any{"op": "wait", "id": j.ID, "timeout": 0.5}, &code)
-		if code != 124 || a.elapsed > 3*time.Second {
-			t.Errorf("wait --timeout 0.5s on a running job: %d after %v, want 124 at once", code, a.elapsed)
+		if code != 124 || a.Elapsed > 3*time.Second {
+			t.Errorf("wait --timeout 0.5s on a running job: %d after %v, want 124 at once", code, a.Elapsed)
 		}
 		e.call(map[string]any{"op": "cancel", "id": j.ID, "grace": 1}, nil)
-		poll(t, 10*time.Second, "job to be canceled", func() (bool, string) {
+		itest.PollEvery(t, pagePoll, 10*time.Second, "job to be canceled", func() (bool, string) {
 			s = e.status(j.ID)
 			return s.State == "canceled", s.String()
 		})
 		for _, pid := range procs {
-			if comm, _, err := procStat(pid); err == nil && comm != "atd" {
-				waitGone(t, pid, "canceled job's process "+comm, 5*time.Second)
+			if comm, _, err := itest.ProcStat(pid); err == nil && comm != "atd" {
+				itest.WaitGone(t, pid, "canceled job's process "+comm, 5*time.Second)
 			}
 		}
 		e.call(map[string]any{"op": "wait", "id": j.ID, "timeout": 2}, &code)
@@ -362,9 +354,9 @@ func TestPHPClientThroughFPM(t *testing.T) {
 		e := e.sub(t)
 		j, _ := e.schedule([]string{"sh", "-c", "echo before; sleep 30; echo not reached"}, map[string]any{"timeout": 1.5})
 		var s job
-		poll(t, 15*time.Second, "job to time out", func() (bool, string) {
+		itest.PollEvery(t, pagePoll, 15*time.Second, "job to time out", func() (bool, string) {
 			s = e.status(j.ID)
-			return finished(s.State), s.String()
+			return itest.Finished(s.State), s.String()
 		})
 		if s.State != "timed_out" {
 			t.Errorf("job with timeout 1.5s: %v, want timed_out", s)
@@ -404,7 +396,7 @@ func TestPHPClientThroughFPM(t *testing.T) {
 		} {
 			a := e.api(tc.req)
 			if a.OK || a.Error == nil || a.Error.Code != tc.code || a.Error.ExitStatus != tc.status || a.Error.Message == "" {
-				t.Errorf("%v: got %s, want code %s, exit status %d and a message", tc.req, a.raw, tc.code, tc.status)
+				t.Errorf("%v: got %s, want code %s, exit status %d and a message", tc.req, a.Raw, tc.code, tc.status)
 			}
 		}
 	})
@@ -416,15 +408,8 @@ func checkSucceeded(t *testing.T, final job, got, want string) {
 		t.Errorf("final state: %v, want succeeded with exit_code 0", final)
 	}
 	if got != want {
-		t.Errorf("output differs from what the job printed:\n got %d bytes: %q\nwant %d bytes: %q", len(got), clip(got), len(want), clip(want))
+		t.Errorf("output differs from what the job printed:\n got %d bytes: %q\nwant %d bytes: %q", len(got), itest.Clip(got), len(want), itest.Clip(want))
 	}
-}
-
-func clip(s string) string {
-	if len(s) > 400 {
-		return s[:200] + " ... " + s[len(s)-200:]
-	}
-	return s
 }
 
 func noSecret(t *testing.T, where string, data []byte, secrets []string) {
@@ -450,7 +435,7 @@ func stateFilesClean(t *testing.T, dir string, secrets []string) {
 		}
 		return nil
 	})
-	must(t, err)
+	itest.Must(t, err)
 	if n == 0 {
 		t.Errorf("state dir %s holds no file", dir)
 	}
@@ -461,7 +446,7 @@ func stateFilesClean(t *testing.T, dir string, secrets []string) {
 func spoolFiles(t *testing.T, j job) []string {
 	t.Helper()
 	entries, err := os.ReadDir(atSpool)
-	must(t, err)
+	itest.Must(t, err)
 	var found []string
 	for _, ent := range entries {
 		name := ent.Name()
@@ -469,7 +454,7 @@ func spoolFiles(t *testing.T, j job) []string {
 		if len(name) < 6 || strings.HasPrefix(name, ".") {
 			continue
 		}
-		if n := j.atJobNumber(); n >= 0 {
+		if n := atJobNumber(j); n >= 0 {
 			if num, err := strconv.ParseInt(name[1:6], 16, 64); err == nil && int(num) == n {
 				found = append(found, path)
 			}
@@ -480,22 +465,4 @@ func spoolFiles(t *testing.T, j job) []string {
 		}
 	}
 	return found
-}
-
-// atqJobs lists the at job numbers of user (as root, atq shows everyone's).
-func atqJobs(t *testing.T, user string) map[int]bool {
-	t.Helper()
-	out, err := exec.Command(atqBin).Output()
-	must(t, err)
-	jobs := map[int]bool{}
-	for _, line := range strings.Split(string(out), "\n") {
-		f := strings.Fields(line)
-		if len(f) >= 2 && f[len(f)-1] == user {
-			n, err := strconv.Atoi(f[0])
-			if err == nil {
-				jobs[n] = true
-			}
-		}
-	}
-	return jobs
 }

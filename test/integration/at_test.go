@@ -27,7 +27,7 @@ func TestJobSucceeds(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
 	id := e.schedule([]string{"--name", "ok-job"}, "sh", "-c", "echo hello; echo to-stderr >&2")
-	if !regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$`).MatchString(id) {
+	if !itest.IDPattern.MatchString(id) {
 		t.Fatalf("ID %q does not match the contract", id)
 	}
 	j := e.waitDone(id, 30*time.Second)
@@ -145,14 +145,7 @@ func TestOffsetPollingReassembles(t *testing.T) {
 	offset, polls, whileRunning := int64(0), 0, 0
 	deadline := time.Now().Add(60 * time.Second)
 	for {
-		var c struct {
-			ID         string `json:"id"`
-			State      string `json:"state"`
-			Offset     int64  `json:"offset"`
-			NextOffset int64  `json:"next_offset"`
-			Data       string `json:"data"`
-			Done       bool   `json:"done"`
-		}
+		var c itest.LogChunk
 		out := e.must("log", "--json", "--offset", strconv.FormatInt(offset, 10), "--limit", "7", id)
 		if err := json.Unmarshal(out, &c); err != nil {
 			t.Fatalf("%v: %s", err, out)
@@ -372,7 +365,7 @@ func TestBurst(t *testing.T) {
 		}
 		done := 0
 		for _, j := range jobs {
-			if finished[j.State] {
+			if itest.Finished(j.State) {
 				done++
 			}
 		}

@@ -10,6 +10,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/cmesh/cmesh-run/test/itest"
 )
 
 // The same job through each local backend: same wrapper, markers, record,
@@ -159,7 +161,7 @@ func TestSetuidProgramKeepsItsPrivileges(t *testing.T) {
 			if j.State == "succeeded" {
 				break
 			}
-			if finished[j.State] || time.Now().After(deadline) {
+			if itest.Finished(j.State) || time.Now().After(deadline) {
 				t.Fatalf("%s: state %s", c.prog, j.State)
 			}
 			time.Sleep(20 * time.Millisecond)

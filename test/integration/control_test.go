@@ -284,7 +284,7 @@ func TestMaxRunning(t *testing.T) {
 		done := 0
 		for _, j := range jobs {
 			sawWaiting = sawWaiting || j.State == "waiting"
-			if finished[j.State] {
+			if itest.Finished(j.State) {
 				done++
 			}
 		}

@@ -5,16 +5,12 @@
 package integration
 
 import (
-	"bytes"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -27,63 +23,14 @@ var (
 )
 
 func TestMain(m *testing.M) {
-	// What this process inherited (a CI runner's descriptors) must not
-	// reach the atd that TestZAtdDown restarts, nor anything else started.
-	if entries, err := os.ReadDir("/proc/self/fd"); err == nil {
-		for _, e := range entries {
-			if fd, err := strconv.Atoi(e.Name()); err == nil && fd > 2 {
-				syscall.CloseOnExec(fd)
-			}
-		}
-	}
-	bin = os.Getenv("CMESH_RUN_BIN")
-	if bin == "" {
-		dir, err := os.MkdirTemp("", "cmesh-run-bin")
-		if err != nil {
-			fmt.Fprintln(os.Stderr, err)
-			os.Exit(1)
-		}
-		bin = filepath.Join(dir, "cmesh-run")
-		build := exec.Command("go", "build", "-o", bin, "../..")
-		build.Env = append(os.Environ(), "CGO_ENABLED=0")
-		if out, err := build.CombinedOutput(); err != nil {
-			fmt.Fprintf(os.Stderr, "build: %v\n%s", err, out)
-			os.Exit(1)
-		}
-		defer os.RemoveAll(dir)
-	}
-	// The machine's /etc/cmesh-run/config.toml, if any, must not steer
-	// these tests: every run gets an empty config of its own.
-	f, err := os.CreateTemp("", "cmesh-run-empty-config")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	f.Close()
-	os.Chmod(f.Name(), 0o644)
-	emptyConfig = f.Name()
-	code := m.Run()
-	os.Remove(f.Name())
-	os.Exit(code)
+	itest.Main(m, &bin, &emptyConfig)
 }
 
 // needAtd skips (loudly) or, when integration is required, fails a test
 // that needs a running atd.
 func needAtd(t *testing.T) {
 	t.Helper()
-	why := ""
-	if _, err := os.Stat("/usr/bin/at"); err != nil {
-		why = "/usr/bin/at missing"
-	} else if _, ok := itest.AtdPID(); !ok {
-		why = "atd is not running"
-	}
-	if why == "" {
-		return
-	}
-	if os.Getenv("CMESH_RUN_REQUIRE_INTEGRATION") == "1" {
-		t.Fatalf("integration required but %s", why)
-	}
-	t.Skipf("SKIP (integration): %s; run make test as root", why)
+	itest.Require(t, "at", itest.Needs{Tools: []string{itest.AtBin}, Install: "at", Atd: true})
 }
 
 // env is one isolated state dir.
@@ -103,33 +50,10 @@ func newEnv(t *testing.T) *env {
 // settle cancels what is left of the env's jobs and waits until none is
 // unfinished, so that no wrapper writes into a state dir being removed.
 func (e *env) settle() {
-	cmd := exec.Command(bin, "--state-dir", e.state, "list", "--json", "--limit", "0")
-	cmd.Env = []string{"PATH=/usr/bin:/bin", "CMESH_RUN_CONFIG=" + emptyConfig}
-	out, err := cmd.Output()
-	if err != nil {
-		return
-	}
-	var jobs []job
-	json.Unmarshal(out, &jobs)
-	for _, j := range jobs {
-		if finished[j.State] {
-			continue
-		}
-		c := exec.Command(bin, "--state-dir", e.state, "cancel", "--grace", "1s", j.ID)
-		c.Env = cmd.Env
-		c.Run()
-		deadline := time.Now().Add(20 * time.Second)
-		for time.Now().Before(deadline) {
-			c := exec.Command(bin, "--state-dir", e.state, "status", "--json", j.ID)
-			c.Env = cmd.Env
-			out, _ := c.Output()
-			var now job
-			if json.Unmarshal(out, &now) != nil || finished[now.State] {
-				break
-			}
-			time.Sleep(20 * time.Millisecond)
-		}
-	}
+	itest.Settle(e.t, func(args ...string) ([]byte, bool) {
+		r := e.run(args...)
+		return r.stdout, r.code == 0
+	})
 }
 
 type result struct {
@@ -146,18 +70,11 @@ func (e *env) runEnv(extra []string, args ...string) result {
 	e.t.Helper()
 	cmd := exec.Command(bin, append([]string{"--state-dir", e.state}, args...)...)
 	cmd.Env = append([]string{"PATH=/usr/bin:/bin", "CMESH_RUN_CONFIG=" + emptyConfig}, extra...)
-	var so, se bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &so, &se
-	err := cmd.Run()
-	code := 0
+	r, err := itest.Run(cmd)
 	if err != nil {
-		var ee *exec.ExitError
-		if !errors.As(err, &ee) {
-			e.t.Fatalf("cmesh-run %q: %v", args, err)
-		}
-		code = ee.ExitCode()
+		e.t.Fatalf("cmesh-run %q: %v", args, err)
 	}
-	return result{so.Bytes(), se.Bytes(), code}
+	return result{[]byte(r.Stdout), []byte(r.Stderr), r.Exit}
 }
 
 func (e *env) must(args ...string) []byte {
@@ -193,15 +110,13 @@ func (e *env) status(id string) job {
 	return j
 }
 
-var finished = map[string]bool{"succeeded": true, "failed": true, "canceled": true, "timed_out": true, "lost": true}
-
 // waitDone polls status until the job has finished or the deadline passes.
 func (e *env) waitDone(id string, within time.Duration) job {
 	e.t.Helper()
 	deadline := time.Now().Add(within)
 	for {
 		j := e.status(id)
-		if finished[j.State] {
+		if itest.Finished(j.State) {
 			return j
 		}
 		if time.Now().After(deadline) {
@@ -219,12 +134,8 @@ const startDeadline = 60 * time.Second
 // waitFor polls cond until it holds or the deadline passes.
 func waitFor(t *testing.T, within time.Duration, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(within)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s\n%s", within, what, atdState())
-		}
-		time.Sleep(20 * time.Millisecond)
+	if !itest.EventuallyEvery(20*time.Millisecond, within, cond) {
+		t.Fatalf("timed out after %v waiting for %s\n%s", within, what, atdState())
 	}
 }
 
@@ -235,15 +146,13 @@ func (e *env) log(id string, args ...string) []byte {
 
 // atQueue returns atq's job numbers.
 func atQueue(t *testing.T) map[string]bool {
-	out, err := exec.Command("/usr/bin/atq").Output()
+	jobs, err := itest.AtJobs("")
 	if err != nil {
-		t.Fatalf("atq: %v", err)
+		t.Fatal(err)
 	}
 	q := map[string]bool{}
-	for _, l := range strings.Split(string(out), "\n") {
-		if f := strings.Fields(l); len(f) > 0 {
-			q[f[0]] = true
-		}
+	for _, n := range jobs {
+		q[n] = true
 	}
 	return q
 }
@@ -260,7 +169,7 @@ func atdState() string {
 	} else {
 		b.WriteString("atd: not running\n")
 	}
-	q, _ := exec.Command("/usr/bin/atq").CombinedOutput()
+	q, _ := exec.Command(itest.AtqBin).CombinedOutput()
 	fmt.Fprintf(&b, "atq:\n%s", q)
 	ls, _ := exec.Command("ls", "-la", "--time-style=full-iso", "/var/spool/cron/atjobs").CombinedOutput()
 	fmt.Fprintf(&b, "spool:\n%s", ls)

@@ -1,20 +1,34 @@
 //go:build integration
 
-// Package itest holds helpers shared by the integration suites under test/. Like them, it is
-// built only with the integration tag.
+// Package itest holds the harness the integration suites under test/ share, each piece once:
+// what a suite needs of the machine and the loud skip when it lacks it (prereq.go), the guard
+// of /etc/at.deny (atdeny.go), processes and the servers a test starts and stops by PID
+// (proc.go), PHP-FPM pools and FastCGI requests (fpm.go), the page that drives the PHP client
+// (page.go), users and commands (user.go), small Go tools built for a test, the locker among
+// them (tools.go), and files (files.go). Like the suites, it is built only with the
+// integration tag.
 package itest
 
 import (
-	"errors"
-	"fmt"
-	"os"
-	"path/filepath"
-	"strconv"
+	"encoding/json"
+	"regexp"
+	"slices"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 )
+
+const (
+	// WebUser is the user PHP-FPM's pools run as, on Debian.
+	WebUser = "www-data"
+
+	// StdPath is the PATH of a root shell on Debian: what the suites give the programs they
+	// start, so that nothing of the test's own environment steers them.
+	StdPath = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+)
+
+// IDPattern is SPEC.md's pattern of a job ID.
+var IDPattern = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$`)
 
 // ---------------------------------------------------------------------------------------------
 // Tests
@@ -52,6 +66,26 @@ func PollEvery(t *testing.T, interval, timeout time.Duration, what string, check
 	}
 }
 
+// Eventually calls check every 50 ms until it returns true or timeout passes, and says which:
+// for a caller that decides itself what a timeout means.
+func Eventually(timeout time.Duration, check func() bool) bool {
+	return EventuallyEvery(50*time.Millisecond, timeout, check)
+}
+
+// EventuallyEvery is Eventually with check called every interval.
+func EventuallyEvery(interval, timeout time.Duration, check func() bool) bool {
+	deadline := time.Now().Add(timeout)
+	for {
+		if check() {
+			return true
+		}
+		if time.Now().After(deadline) {
+			return false
+		}
+		time.Sleep(interval)
+	}
+}
+
 // Job is SPEC.md's job object, as status, list and schedule print it with --json, with the
 // record's retries and timeout. A field a suite does not read costs it nothing; a time that is
 // not RFC 3339 fails the decoding. Written from SPEC.md, not taken from status.Job: a renamed
@@ -79,6 +113,22 @@ type Job struct {
 	Reused      bool       `json:"reused"`
 }
 
+// String is the job as JSON: what a failure message shows of it.
+func (j Job) String() string {
+	b, _ := json.Marshal(j)
+	return string(b)
+}
+
+// LogChunk is one answer of `log --json` (and of the PHP client's log()).
+type LogChunk struct {
+	ID         string `json:"id"`
+	State      string `json:"state"`
+	Offset     int64  `json:"offset"`
+	NextOffset int64  `json:"next_offset"`
+	Data       string `json:"data"`
+	Done       bool   `json:"done"`
+}
+
 // Finished reports whether nothing more will happen to a job in state (SPEC.md's final
 // states). The suites test cmesh-run from outside, so they spell the states out rather than
 // import its status package.
@@ -90,115 +140,61 @@ func Finished(state string) bool {
 	return false
 }
 
-// ---------------------------------------------------------------------------------------------
-// Processes and descriptors
-
-// Alive reports whether process pid exists. EPERM counts as alive: the process is there, it
-// only belongs to a user the caller may not signal.
-func Alive(pid int) bool {
-	err := syscall.Kill(pid, 0)
-	return err == nil || errors.Is(err, syscall.EPERM)
-}
-
-// AtdPID returns the PID in /run/atd.pid and whether that PID is a running atd: the file
-// outlives an atd that was killed, and its PID may since have gone to another process.
-func AtdPID() (int, bool) {
-	b, err := os.ReadFile("/run/atd.pid")
-	if err != nil {
-		return 0, false
+// Settle cancels every unfinished job that `list` shows and waits, 20 s at most each, until it
+// has finished: a wrapper still running would write into the state dir its test is about to
+// remove. cli runs cmesh-run with args for that state dir, and returns its stdout and whether
+// it exited 0.
+func Settle(t *testing.T, cli func(args ...string) ([]byte, bool)) {
+	out, ok := cli("list", "--json", "--limit", "0")
+	if !ok {
+		return
 	}
-	pid, _ := strconv.Atoi(strings.TrimSpace(string(b)))
-	comm, _ := os.ReadFile(fmt.Sprintf("/proc/%d/comm", pid))
-	return pid, strings.TrimSpace(string(comm)) == "atd"
-}
-
-// GroupMembers returns the processes of process group pgid. No system call lists a group, so
-// it asks every process in /proc for its group.
-func GroupMembers(pgid int) []int {
-	var pids []int
-	entries, _ := os.ReadDir("/proc")
-	for _, ent := range entries {
-		p, err := strconv.Atoi(ent.Name())
-		if err != nil {
+	var jobs []Job
+	json.Unmarshal(out, &jobs)
+	for _, j := range jobs {
+		if Finished(j.State) {
 			continue
 		}
-		if g, err := syscall.Getpgid(p); err == nil && g == pgid {
-			pids = append(pids, p)
-		}
+		t.Logf("cleanup: canceling job %s (%s)", j.ID, j.State)
+		cli("cancel", "--grace", "1s", j.ID)
+		EventuallyEvery(20*time.Millisecond, 20*time.Second, func() bool {
+			out, _ := cli("status", "--json", j.ID)
+			var now Job
+			return json.Unmarshal(out, &now) != nil || Finished(now.State)
+		})
 	}
-	return pids
 }
 
-// FDLinks maps a process's descriptors to their /proc link targets ("socket:[123]", ...). A
-// target names the kernel object itself, so the same socket or pipe held by two processes has
-// the same target in both.
-func FDLinks(pid int) map[string]string {
-	links := map[string]string{}
-	dir := fmt.Sprintf("/proc/%d/fd", pid)
-	entries, _ := os.ReadDir(dir)
-	for _, ent := range entries {
-		if target, err := os.Readlink(filepath.Join(dir, ent.Name())); err == nil {
-			links[ent.Name()] = target
-		}
-	}
-	return links
-}
-
-// SharedKind reports whether a descriptor target is a socket or a pipe: objects a process can
-// only hold by inheriting them (or being passed them), so that one a job shares with PHP-FPM
-// shows the job inherited it.
-func SharedKind(target string) bool {
-	return strings.HasPrefix(target, "socket:[") || strings.HasPrefix(target, "pipe:[")
-}
-
-// ---------------------------------------------------------------------------------------------
-// Files
-
-// CopyFile copies src to dst with exactly mode: os.WriteFile's mode is filtered by the umask
-// and leaves an existing file's mode alone, hence the Chmod.
-func CopyFile(t *testing.T, src, dst string, mode os.FileMode) {
+// OneErrorLine fails t unless stderr is what cmesh-run prints when it refuses or fails: one
+// "cmesh-run: error:" line, perhaps a hint (its continuation lines indented), and nothing
+// else: no diagnostics of its own. what says which call printed it.
+func OneErrorLine(t *testing.T, what, stderr string) {
 	t.Helper()
-	data, err := os.ReadFile(src)
-	Must(t, err)
-	Must(t, os.WriteFile(dst, data, mode))
-	Must(t, os.Chmod(dst, mode))
-}
-
-// WriteInPlace rewrites an existing file's bytes through its own inode, so that its owner,
-// mode and links stay those the machine gave it (the suites rewrite /etc/at.deny this way),
-// and syncs them before it returns.
-func WriteInPlace(path string, data []byte) error {
-	return syncedWrite(path, os.O_WRONLY|os.O_TRUNC, 0, data)
-}
-
-// WriteSynced creates or truncates path with mode and syncs data before it returns: the
-// suites write this way the backups and manifests a later run repairs the machine from when
-// this one is killed, and files they then rename into place.
-func WriteSynced(path string, data []byte, mode os.FileMode) error {
-	return syncedWrite(path, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, mode, data)
-}
-
-func syncedWrite(path string, flag int, perm os.FileMode, data []byte) error {
-	f, err := os.OpenFile(path, flag, perm)
-	if err != nil {
-		return err
+	n := 0
+	for _, line := range strings.Split(strings.TrimRight(stderr, "\n"), "\n") {
+		switch {
+		case strings.HasPrefix(line, "cmesh-run: error: "):
+			n++
+		case strings.HasPrefix(line, "hint: "), strings.HasPrefix(line, " "):
+		default:
+			t.Errorf("%s: stderr line %q is neither the error nor its hint", what, line)
+		}
 	}
-	if _, err := f.Write(data); err != nil {
-		f.Close()
-		return err
+	if n != 1 {
+		t.Errorf("%s: %d \"cmesh-run: error:\" lines on stderr, want 1: %q", what, n, stderr)
 	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return err
-	}
-	return f.Close()
 }
 
-// ---------------------------------------------------------------------------------------------
-// PHP
-
-// PHPString returns s as a PHP single-quoted string, for putting Go values into generated PHP
-// source: between single quotes PHP interpolates nothing, and only \ and ' need escaping.
-func PHPString(s string) string {
-	return "'" + strings.NewReplacer(`\`, `\\`, `'`, `\'`).Replace(s) + "'"
+// Median is the middle one of vs (the mean of the two in the middle, for an even count), 0
+// when there are none: what the suites' latency tables print.
+func Median[T ~int64 | ~float64](vs []T) T {
+	s := slices.Clone(vs)
+	slices.Sort(s)
+	switch {
+	case len(s) == 0:
+		return 0
+	case len(s)%2 == 1:
+		return s[len(s)/2]
+	}
+	return (s[len(s)/2-1] + s[len(s)/2]) / 2
 }

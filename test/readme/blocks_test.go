@@ -15,6 +15,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/cmesh/cmesh-run/test/itest"
 )
 
 // lineOut is what one command line of a block printed.
@@ -40,7 +42,7 @@ var blockSpecs = map[string]shSpec{
 	`sh "cmesh-run" #1`: {
 		setup: func(t *testing.T, sb *sandbox) (string, []string) {
 			genv, goDir := goEnv(t)
-			return repoRoot, withPath(append(sb.env(), genv...), sb.bindir+":"+goDir+":"+stdPath)
+			return repoRoot, withPath(append(sb.env(), genv...), sb.bindir+":"+goDir+":"+itest.StdPath)
 		},
 		notRun: map[string]func(t *testing.T){
 			// make test is what runs this suite: checked, not run again.
@@ -102,6 +104,80 @@ var blockSpecs = map[string]shSpec{
 			}
 		},
 	},
+	`sh "Queues, dependencies and schedules" #1`: {
+		// The queues are the README's own toml block of the section.
+		setup: func(t *testing.T, sb *sandbox) (string, []string) {
+			var toml string
+			for _, b := range parseReadme(t).blocks {
+				if b.lang == "" && b.heading == "Queues, dependencies and schedules" {
+					toml = b.text
+				}
+			}
+			if toml == "" {
+				t.Fatal("the section has no config block")
+			}
+			cfg := filepath.Join(sb.dir, "queues.toml")
+			itest.Must(t, os.WriteFile(cfg, []byte(toml), 0o644))
+			return sb.dir, sb.env("CMESH_RUN_CONFIG=" + cfg)
+		},
+		lines: map[string]func(t *testing.T, sb *sandbox, o lineOut){
+			`build=$(cmesh-run schedule --queue build --name mars-build -- /opt/cmesh/scripts/pushfin.sh -o mars -n mpvg)`:        printsNothing,
+			`cmesh-run schedule --queue deploy --after "$build" -- /opt/cmesh/scripts/pushfin.sh -o mars -n deploy`:               printsAnID,
+			`cmesh-run schedule --queue build --at 03:00 --name mars-nightly -- /opt/cmesh/scripts/pushfin.sh -o mars -n nightly`: printsAnID,
+			`cmesh-run rerun "$build"`:     printsAnID,
+			`cmesh-run queue pause deploy`: printsNothing,
+			`cmesh-run queue list`: func(t *testing.T, sb *sandbox, o lineOut) {
+				wantMatch(t, o.stdout, `(?m)^QUEUE\s+SLOTS\s+RUNNING\s+WAITING\s+PAUSED$`, `(?m)^build\s+2\s`, `(?m)^deploy\s+1\s.*true$`)
+			},
+			`cmesh-run queue resume deploy`: printsNothing,
+		},
+		after: func(t *testing.T, sb *sandbox) {
+			var build, deploy, nightly, rerun *job
+			js := sb.jobs()
+			for i := range js {
+				j := &js[i]
+				switch {
+				case j.Name != nil && *j.Name == "mars-nightly":
+					nightly = j
+				case j.Name != nil && *j.Name == "mars-build" && build == nil:
+					rerun = j // newest first: the rerun comes before the build it reruns
+					build = j
+				case j.Name != nil && *j.Name == "mars-build":
+					build = j
+				default:
+					deploy = j
+				}
+			}
+			if build == nil || deploy == nil || nightly == nil || rerun == nil || build == rerun {
+				t.Fatalf("want a build, its rerun, a deploy and a nightly job: %+v", js)
+			}
+			for _, j := range []*job{build, deploy, rerun} {
+				sb.waitOK(j.ID)
+			}
+			var d struct {
+				After   []string   `json:"after"`
+				RerunOf *string    `json:"rerun_of"`
+				NotBef  *time.Time `json:"not_before"`
+				Queue   string     `json:"queue"`
+			}
+			status := func(id string) {
+				d.After, d.RerunOf, d.NotBef = nil, nil, nil
+				itest.Must(t, json.Unmarshal([]byte(sb.mustCmesh("status", "--json", id)), &d))
+			}
+			status(deploy.ID)
+			if len(d.After) != 1 || d.After[0] != build.ID || d.Queue != "deploy" {
+				t.Errorf("the deploy job: after %v, queue %s; want after %s in deploy", d.After, d.Queue, build.ID)
+			}
+			status(rerun.ID)
+			if d.RerunOf == nil || *d.RerunOf != build.ID {
+				t.Errorf("the rerun's rerun_of: %v, want %s", d.RerunOf, build.ID)
+			}
+			status(nightly.ID)
+			if nightly.State != "queued" || d.NotBef == nil || d.NotBef.Local().Format("15:04:05") != "03:00:00" {
+				t.Errorf("the nightly job: %s, not_before %v; want queued until 03:00", nightly.State, d.NotBef)
+			}
+		},
+	},
 	`sh "Install" #1`: {
 		setup: func(t *testing.T, sb *sandbox) (string, []string) {
 			// make install builds ./cmesh-run first: it runs in a copy of the tree, so that
@@ -112,7 +188,7 @@ var blockSpecs = map[string]shSpec{
 			// A plain `make install` would write under /usr/local: DESTDIR from the
 			// environment keeps it in the sandbox.
 			env := append(append(sb.env(), genv...), "DESTDIR="+filepath.Join(sb.dir, "destdir", "env"))
-			return src, withPath(env, sb.bindir+":"+goDir+":"+stdPath)
+			return src, withPath(env, sb.bindir+":"+goDir+":"+itest.StdPath)
 		},
 		rewrite: func(sb *sandbox, line string) string {
 			return destdirRe.ReplaceAllStringFunc(line, func(m string) string {
@@ -257,7 +333,7 @@ func runShBlock(t *testing.T, b block, spec shSpec) {
 		script.WriteString(line + "\n")
 	}
 	path := filepath.Join(sb.dir, "readme-block.sh")
-	must(t, os.WriteFile(path, []byte(script.String()), 0o644))
+	itest.Must(t, os.WriteFile(path, []byte(script.String()), 0o644))
 	limit := spec.limit
 	if limit == 0 {
 		limit = 3 * time.Minute
@@ -302,6 +378,12 @@ func splitByLine(s string) map[int]string {
 		out[n] = s[m[1]:end]
 	}
 	return out
+}
+
+func printsAnID(t *testing.T, sb *sandbox, o lineOut) {
+	if id := strings.TrimSpace(o.stdout); !itest.IDPattern.MatchString(id) {
+		t.Errorf("stdout %q, want a job ID", o.stdout)
+	}
 }
 
 func printsNothing(t *testing.T, sb *sandbox, o lineOut) {
@@ -482,7 +564,7 @@ func copyTree(t *testing.T, src, dst string) {
 		}
 		return nil
 	})
-	must(t, err)
+	itest.Must(t, err)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -545,7 +627,7 @@ if (!is_array($job) || isset($job['error']) || !is_string($job['id'] ?? null)
     || preg_match(\Cmesh\Run\Client::ID_PATTERN, $job['id']) !== 1) {
     readme_fail('exec() gave no job: ' . var_export($last, true));
 }
-$readmeRun = new \Cmesh\Run\Client(binary: ` + phpString(wrapper) + `);
+$readmeRun = new \Cmesh\Run\Client(binary: ` + itest.PHPString(wrapper) + `);
 $readmeCode = $readmeRun->wait($job['id'], 60);
 echo 'README-PHP-OK ', json_encode(['id' => $job['id'], 'log' => $readmeRun->log($job['id'])['data'],
     'state' => $readmeRun->status($job['id'])['state'], 'exit_code' => $readmeCode]), "\n";
@@ -562,7 +644,7 @@ func phpPrelude() string {
 set_error_handler(static function (int $no, string $msg, string $file, int $line): bool {
     throw new \ErrorException($msg, 0, $no, $file, $line);
 });
-foreach (glob(` + phpString(filepath.Join(repoRoot, "php/src")) + ` . '/*.php') as $readmeFile) {
+foreach (glob(` + itest.PHPString(filepath.Join(repoRoot, "php/src")) + ` . '/*.php') as $readmeFile) {
     require_once $readmeFile;
 }
 function readme_fail(string $why): never
@@ -614,14 +696,14 @@ func runPHPBlock(t *testing.T, b block, spec phpSpec) {
 	// sandbox's state dir and config cannot come from PHP's environment: the binary PHP
 	// calls pins them, then runs the binary under test.
 	wrapper := filepath.Join(sb.dir, "php-bin", "cmesh-run")
-	must(t, os.MkdirAll(filepath.Dir(wrapper), 0o755))
-	must(t, os.WriteFile(wrapper, []byte(fmt.Sprintf("#!/bin/sh\nCMESH_RUN_STATE_DIR=%s CMESH_RUN_CONFIG=%s exec %s \"$@\"\n",
+	itest.Must(t, os.MkdirAll(filepath.Dir(wrapper), 0o755))
+	itest.Must(t, os.WriteFile(wrapper, []byte(fmt.Sprintf("#!/bin/sh\nCMESH_RUN_STATE_DIR=%s CMESH_RUN_CONFIG=%s exec %s \"$@\"\n",
 		shQuote(sb.state), shQuote(emptyConfig), shQuote(bin))), 0o755))
 	snippet := strings.NewReplacer("/opt/cmesh", sb.optDir, "/usr/local/bin/cmesh-run", wrapper).Replace(b.text)
 	prog := phpPrelude() + fmt.Sprintf("\n// README.md:%d\n", b.line) + snippet + "\n// checks\n" + spec.epilogue(wrapper)
 	path := filepath.Join(sb.dir, "readme-block.php")
-	must(t, os.WriteFile(path, []byte(prog), 0o644))
-	res := execIn(t, sb.dir, sb.env(), 3*time.Minute, "", phpBin, "-d", "display_errors=stderr", path)
+	itest.Must(t, os.WriteFile(path, []byte(prog), 0o644))
+	res := execIn(t, sb.dir, sb.env(), 3*time.Minute, "", itest.PHPBin, "-d", "display_errors=stderr", path)
 	if res.code != 0 {
 		t.Fatalf("php exited %d\nstdout:\n%s\nstderr:\n%s\nprogram:\n%s", res.code, res.stdout, res.stderr, prog)
 	}
@@ -635,7 +717,7 @@ func runPHPBlock(t *testing.T, b block, spec phpSpec) {
 	if i < 0 {
 		t.Fatalf("the checks after the block did not finish:\n%s%s", res.stdout, res.stderr)
 	}
-	must(t, json.Unmarshal([]byte(res.stdout[i+len("README-PHP-OK "):]), &got))
+	itest.Must(t, json.Unmarshal([]byte(res.stdout[i+len("README-PHP-OK "):]), &got))
 	if got.State != "succeeded" || got.ExitCode == nil || *got.ExitCode != 0 {
 		t.Errorf("job %s ended %s, exit %v; want succeeded, 0", got.ID, got.State, got.ExitCode)
 	}

@@ -15,16 +15,13 @@
 package readme
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
-	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -33,107 +30,43 @@ import (
 	"github.com/cmesh/cmesh-run/test/itest"
 )
 
-// Helpers shared with the other integration suites.
-var (
-	atdPID    = itest.AtdPID
-	must      = itest.Must
-	phpString = itest.PHPString
-)
-
 var (
 	bin         string // the cmesh-run under test
 	repoRoot    string
 	emptyConfig string // CMESH_RUN_CONFIG of every run: the machine's config must not steer the README's commands
 )
 
-const (
-	stdPath = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
-
-	// deadline bounds every wait on a job: atd starts jobs within milliseconds, a busy CI
-	// machine can take seconds.
-	deadline = 60 * time.Second
-
-	phpBin = "/usr/bin/php"
-)
+// deadline bounds every wait on a job: atd starts jobs within milliseconds, a busy CI machine
+// can take seconds.
+const deadline = 60 * time.Second
 
 func TestMain(m *testing.M) {
-	// Descriptors a CI runner left open must not reach the jobs and daemons the README starts.
-	if entries, err := os.ReadDir("/proc/self/fd"); err == nil {
-		for _, e := range entries {
-			if fd, err := strconv.Atoi(e.Name()); err == nil && fd > 2 {
-				syscall.CloseOnExec(fd)
-			}
-		}
-	}
-	os.Exit(run(m))
-}
-
-func run(m *testing.M) int {
 	root, err := filepath.Abs("../..")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
-		return 1
+		os.Exit(1)
 	}
 	repoRoot = root
-	bin = os.Getenv("CMESH_RUN_BIN")
-	if bin == "" {
-		dir, err := os.MkdirTemp("", "cmesh-run-readme-bin")
-		if err != nil {
-			fmt.Fprintln(os.Stderr, err)
-			return 1
-		}
-		defer os.RemoveAll(dir)
-		bin = filepath.Join(dir, "cmesh-run")
-		build := exec.Command("go", "build", "-o", bin, ".")
-		build.Dir = repoRoot
-		build.Env = append(os.Environ(), "CGO_ENABLED=0")
-		if out, err := build.CombinedOutput(); err != nil {
-			fmt.Fprintf(os.Stderr, "build: %v\n%s", err, out)
-			return 1
-		}
-	}
-	f, err := os.CreateTemp("", "cmesh-run-readme-config")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 1
-	}
-	f.Close()
-	defer os.Remove(f.Name())
-	// Readable by www-data too: the doctor span runs as www-data.
-	if err := os.Chmod(f.Name(), 0o644); err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 1
-	}
-	emptyConfig = f.Name()
-	return m.Run()
+	itest.Main(m, &bin, &emptyConfig)
 }
 
 // unavailable skips t loudly, or fails it when integration is required.
 func unavailable(t *testing.T, why string) {
 	t.Helper()
-	if os.Getenv("CMESH_RUN_REQUIRE_INTEGRATION") == "1" {
-		t.Fatalf("integration required but %s", why)
-	}
-	fmt.Fprintf(os.Stderr, "\n!!!!!!!! SKIP (readme): %s; run make test as root\n\n", why)
-	t.Skipf("SKIP (integration): %s; run make test as root", why)
+	itest.Unavailable(t, "readme", why+"; run make test as root")
 }
 
 func needAtd(t *testing.T) {
 	t.Helper()
-	for _, p := range []string{"/usr/bin/at", "/usr/sbin/atd"} {
-		if _, err := os.Stat(p); err != nil {
-			unavailable(t, p+" missing")
-		}
-	}
-	if _, ok := atdPID(); !ok {
-		unavailable(t, "atd is not running")
+	if err := (itest.Needs{Tools: []string{itest.AtBin, itest.AtdBin}, Install: "at", Atd: true}).Check(); err != nil {
+		unavailable(t, err.Error())
 	}
 }
 
 func needPHP(t *testing.T) {
 	t.Helper()
-	if _, err := os.Stat(phpBin); err != nil {
-		unavailable(t, phpBin+" missing (apt-get install php-cli)")
+	if err := (itest.Needs{Tools: []string{itest.PHPBin}, Install: "php-cli"}).Check(); err != nil {
+		unavailable(t, err.Error())
 	}
 }
 
@@ -171,10 +104,10 @@ func newSandbox(t *testing.T) *sandbox {
 	t.Helper()
 	dir := t.TempDir()
 	sb := &sandbox{t: t, dir: dir, state: filepath.Join(dir, "state"), bindir: filepath.Join(dir, "bin"), optDir: filepath.Join(dir, "opt", "cmesh")}
-	must(t, os.MkdirAll(filepath.Join(sb.optDir, "scripts"), 0o755))
-	must(t, os.WriteFile(filepath.Join(sb.optDir, "scripts", "pushfin.sh"), []byte(pushfinStub), 0o755))
-	must(t, os.MkdirAll(sb.bindir, 0o755))
-	must(t, os.Symlink(bin, filepath.Join(sb.bindir, "cmesh-run")))
+	itest.Must(t, os.MkdirAll(filepath.Join(sb.optDir, "scripts"), 0o755))
+	itest.Must(t, os.WriteFile(filepath.Join(sb.optDir, "scripts", "pushfin.sh"), []byte(pushfinStub), 0o755))
+	itest.Must(t, os.MkdirAll(sb.bindir, 0o755))
+	itest.Must(t, os.Symlink(bin, filepath.Join(sb.bindir, "cmesh-run")))
 	// Runs before the temp dir's removal: no wrapper may still be writing into it.
 	t.Cleanup(sb.settle)
 	return sb
@@ -183,7 +116,7 @@ func newSandbox(t *testing.T) *sandbox {
 // env is the whole environment of a README command: nothing of the test's own.
 func (sb *sandbox) env(extra ...string) []string {
 	return append([]string{
-		"PATH=" + sb.bindir + ":" + stdPath,
+		"PATH=" + sb.bindir + ":" + itest.StdPath,
 		"CMESH_RUN_STATE_DIR=" + sb.state,
 		"CMESH_RUN_CONFIG=" + emptyConfig,
 	}, extra...)
@@ -210,24 +143,17 @@ func execIn(t *testing.T, dir string, env []string, limit time.Duration, stdin s
 	cmd := exec.CommandContext(ctx, argv[0], argv[1:]...)
 	cmd.Dir, cmd.Env = dir, env
 	cmd.Stdin = strings.NewReader(stdin)
-	var so, se bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &so, &se
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
 	cmd.WaitDelay = 5 * time.Second
-	err := cmd.Run()
+	r, err := itest.Run(cmd)
 	if ctx.Err() != nil {
-		t.Fatalf("%q did not end within %v\nstdout:\n%s\nstderr:\n%s", argv, limit, so.String(), se.String())
+		t.Fatalf("%q did not end within %v\nstdout:\n%s\nstderr:\n%s", argv, limit, r.Stdout, r.Stderr)
 	}
-	code := 0
 	if err != nil {
-		var ee *exec.ExitError
-		if !errors.As(err, &ee) {
-			t.Fatalf("%q: %v", argv, err)
-		}
-		code = ee.ExitCode()
+		t.Fatalf("%q: %v", argv, err)
 	}
-	return result{so.String(), se.String(), code}
+	return result{r.Stdout, r.Stderr, r.Exit}
 }
 
 // cmesh runs the binary under test in the sandbox.
@@ -283,50 +209,22 @@ func (sb *sandbox) schedule(args ...string) string {
 	return strings.TrimSpace(sb.mustCmesh(append([]string{"schedule"}, args...)...))
 }
 
-var finished = map[string]bool{"succeeded": true, "failed": true, "canceled": true, "timed_out": true, "lost": true}
-
 // settle cancels what is left of the sandbox's jobs (a test that failed halfway) and waits
 // until none is unfinished.
 func (sb *sandbox) settle() {
-	env := sb.env()
-	c := exec.Command(bin, "list", "--json", "--limit", "0")
-	c.Env = env
-	out, err := c.Output()
-	if err != nil {
-		return
-	}
-	var js []job
-	json.Unmarshal(out, &js)
-	for _, j := range js {
-		if finished[j.State] {
-			continue
-		}
-		c := exec.Command(bin, "cancel", "--grace", "1s", j.ID)
-		c.Env = env
-		c.Run()
-		stop := time.Now().Add(20 * time.Second)
-		for time.Now().Before(stop) {
-			c := exec.Command(bin, "status", "--json", j.ID)
-			c.Env = env
-			out, _ := c.Output()
-			var now job
-			if json.Unmarshal(out, &now) != nil || finished[now.State] {
-				break
-			}
-			time.Sleep(20 * time.Millisecond)
-		}
-	}
+	itest.Settle(sb.t, func(args ...string) ([]byte, bool) {
+		c := exec.Command(bin, args...)
+		c.Env = sb.env()
+		out, err := c.Output()
+		return out, err == nil
+	})
 }
 
 // waitFor polls cond until it holds or the deadline passes.
 func waitFor(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	stop := time.Now().Add(deadline)
-	for !cond() {
-		if time.Now().After(stop) {
-			t.Fatalf("timed out after %v waiting for %s", deadline, what)
-		}
-		time.Sleep(20 * time.Millisecond)
+	if !itest.EventuallyEvery(20*time.Millisecond, deadline, cond) {
+		t.Fatalf("timed out after %v waiting for %s", deadline, what)
 	}
 }
 
@@ -343,7 +241,7 @@ func goEnv(t *testing.T) (env []string, goDir string) {
 		t.Fatalf("go env: %v", err)
 	}
 	var vars map[string]string
-	must(t, json.Unmarshal(out, &vars))
+	itest.Must(t, json.Unmarshal(out, &vars))
 	home := os.Getenv("HOME")
 	if home == "" {
 		home = "/root"
@@ -377,6 +275,6 @@ func safeName(s string) string {
 func readFile(t *testing.T, path string) string {
 	t.Helper()
 	b, err := os.ReadFile(path)
-	must(t, err)
+	itest.Must(t, err)
 	return string(b)
 }

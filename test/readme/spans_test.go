@@ -20,6 +20,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/cmesh/cmesh-run/test/itest"
 )
 
 // how says what a spanChecks entry does with its command.
@@ -197,7 +199,7 @@ func checkLogFollow(t *testing.T, span string) {
 func checkCommandSplit(t *testing.T, span string) {
 	sb := newSandbox(t)
 	prog := filepath.Join(sb.dir, "prog")
-	must(t, os.WriteFile(prog, []byte("#!/bin/sh\nfor a; do printf '[%s]\\n' \"$a\"; done\n"), 0o755))
+	itest.Must(t, os.WriteFile(prog, []byte("#!/bin/sh\nfor a; do printf '[%s]\\n' \"$a\"; done\n"), 0o755))
 	r := sb.mustSh(`id=$(cmesh-run ` + mustReplace(t, span, "'prog ", "'"+prog+" ") + ")\n" +
 		`cmesh-run wait --timeout 60s "$id"` + "\n" + `cmesh-run log "$id"`)
 	if r.stdout != "[a b]\n[c]\n" {
@@ -221,7 +223,7 @@ func checkWorker(t *testing.T, span string) {
 	cmd.Dir, cmd.Env = sb.dir, sb.env()
 	var out bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out
-	must(t, cmd.Start())
+	itest.Must(t, cmd.Start())
 	done := make(chan error, 1)
 	go func() { done <- cmd.Wait() }()
 	stopped := false
@@ -236,7 +238,7 @@ func checkWorker(t *testing.T, span string) {
 	if got, want := sb.mustCmesh("log", id), pushfinOutput(sb.dir, ""); got != want {
 		t.Errorf("spool job printed %q, want %q", got, want)
 	}
-	must(t, cmd.Process.Signal(syscall.SIGTERM))
+	itest.Must(t, cmd.Process.Signal(syscall.SIGTERM))
 	select {
 	case err := <-done:
 		stopped = true
@@ -309,7 +311,7 @@ func checkSedAtDeny(t *testing.T, span string) {
 	if !slices.Contains(lines, "www-data") {
 		lines = append(lines, "www-data")
 	}
-	must(t, os.WriteFile(deny, []byte(strings.Join(lines, "\n")+"\n"), 0o640))
+	itest.Must(t, os.WriteFile(deny, []byte(strings.Join(lines, "\n")+"\n"), 0o640))
 	sb.mustSh(mustReplace(t, span, "/etc/at.deny", deny))
 	want := slices.DeleteFunc(slices.Clone(lines), func(l string) bool { return l == "www-data" })
 	if got := readFile(t, deny); got != strings.Join(want, "\n")+"\n" {
@@ -329,10 +331,10 @@ func checkSystemctlEnable(t *testing.T, span string) {
 		unavailable(t, "systemctl or atd.service missing")
 	}
 	root := t.TempDir()
-	must(t, os.MkdirAll(filepath.Join(root, filepath.Dir(unit)), 0o755))
-	must(t, os.WriteFile(filepath.Join(root, unit), []byte(readFile(t, unit)), 0o644))
+	itest.Must(t, os.MkdirAll(filepath.Join(root, filepath.Dir(unit)), 0o755))
+	itest.Must(t, os.WriteFile(filepath.Join(root, unit), []byte(readFile(t, unit)), 0o644))
 	args := strings.Fields(mustReplace(t, span, "systemctl enable --now", "systemctl --root="+root+" enable"))
-	r := execIn(t, root, []string{"PATH=" + stdPath}, deadline, "", append([]string{systemctl}, args[1:]...)...)
+	r := execIn(t, root, []string{"PATH=" + itest.StdPath}, deadline, "", append([]string{systemctl}, args[1:]...)...)
 	if r.code != 0 {
 		t.Fatalf("%q: exit %d: %s%s", args, r.code, r.stdout, r.stderr)
 	}
@@ -365,7 +367,7 @@ func makeDryRun(t *testing.T, span string) result {
 	t.Helper()
 	genv, goDir := goEnv(t)
 	args := strings.Fields(mustReplace(t, span, "make", "make -n"))
-	return execIn(t, repoRoot, append(genv, "PATH="+goDir+":"+stdPath), deadline, "", args...)
+	return execIn(t, repoRoot, append(genv, "PATH="+goDir+":"+itest.StdPath), deadline, "", args...)
 }
 
 func checkMakeMan(t *testing.T, span string) {
@@ -373,7 +375,7 @@ func checkMakeMan(t *testing.T, span string) {
 	if r.code != 0 || !strings.Contains(r.stdout, "./cmesh-run _man > man/cmesh-run.1") {
 		t.Errorf("make -n man: exit %d, does not write the man page from the binary:\n%s%s", r.code, r.stdout, r.stderr)
 	}
-	page := execIn(t, repoRoot, []string{"PATH=" + stdPath}, deadline, "", bin, "_man")
+	page := execIn(t, repoRoot, []string{"PATH=" + itest.StdPath}, deadline, "", bin, "_man")
 	if page.code != 0 || !strings.HasPrefix(page.stdout, ".TH CMESH\\-RUN 1 ") {
 		t.Errorf("cmesh-run _man: exit %d, not a man page: %.200s", page.code, page.stdout)
 	}
@@ -397,7 +399,7 @@ func checkMan(t *testing.T, span string) {
 		unavailable(t, "man missing (apt-get install man-db)")
 	}
 	argv := strings.Fields(span)
-	r := execIn(t, repoRoot, []string{"PATH=" + stdPath, "MANPAGER=cat", "MANWIDTH=100"}, deadline, "", argv...)
+	r := execIn(t, repoRoot, []string{"PATH=" + itest.StdPath, "MANPAGER=cat", "MANWIDTH=100"}, deadline, "", argv...)
 	if r.code != 0 {
 		t.Fatalf("exit %d: %s", r.code, r.stderr)
 	}
@@ -482,18 +484,18 @@ func checkDoctorAsWebUser(t *testing.T, span string) {
 		}
 	}
 	// www-data must reach the binary and own the state dir.
-	must(t, os.Chmod(filepath.Dir(sb.dir), 0o755))
-	must(t, os.Chmod(sb.dir, 0o755))
+	itest.Must(t, os.Chmod(filepath.Dir(sb.dir), 0o755))
+	itest.Must(t, os.Chmod(sb.dir, 0o755))
 	wbin := filepath.Join(sb.dir, "wbin")
-	must(t, os.MkdirAll(wbin, 0o755))
-	must(t, os.WriteFile(filepath.Join(wbin, "cmesh-run"), []byte(readFile(t, bin)), 0o755))
-	must(t, os.Mkdir(sb.state, 0o700))
-	must(t, os.Chown(sb.state, uid, gid))
+	itest.Must(t, os.MkdirAll(wbin, 0o755))
+	itest.Must(t, os.WriteFile(filepath.Join(wbin, "cmesh-run"), []byte(readFile(t, bin)), 0o755))
+	itest.Must(t, os.Mkdir(sb.state, 0o700))
+	itest.Must(t, os.Chown(sb.state, uid, gid))
 
 	argv := strings.Fields(mustReplace(t, span, "sudo -u www-data /usr/local/bin/cmesh-run", filepath.Join(wbin, "cmesh-run")))
 	cmd := exec.Command(argv[0], argv[1:]...)
 	cmd.Dir = sb.dir
-	cmd.Env = []string{"PATH=" + stdPath, "CMESH_RUN_STATE_DIR=" + sb.state, "CMESH_RUN_CONFIG=" + emptyConfig, "HOME=" + u.HomeDir, "USER=www-data", "LOGNAME=www-data"}
+	cmd.Env = []string{"PATH=" + itest.StdPath, "CMESH_RUN_STATE_DIR=" + sb.state, "CMESH_RUN_CONFIG=" + emptyConfig, "HOME=" + u.HomeDir, "USER=www-data", "LOGNAME=www-data"}
 	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid), Groups: groups}}
 	var so, se bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &so, &se
@@ -684,7 +686,7 @@ func TestReadmePHPCalls(t *testing.T) {
 		}
 	}
 	prog := `<?php
-foreach (glob(` + phpString(filepath.Join(repoRoot, "php/src")) + ` . '/*.php') as $f) { require_once $f; }
+foreach (glob(` + itest.PHPString(filepath.Join(repoRoot, "php/src")) + ` . '/*.php') as $f) { require_once $f; }
 $c = new ReflectionClass(\Cmesh\Run\Client::class);
 $methods = [];
 foreach ($c->getMethods(ReflectionMethod::IS_PUBLIC) as $m) {
@@ -695,8 +697,8 @@ foreach (array_slice($argv, 1) as $n) { $functions[$n] = function_exists($n); }
 echo json_encode(['class' => $c->getShortName(), 'methods' => $methods, 'functions' => $functions]);
 `
 	file := filepath.Join(t.TempDir(), "reflect.php")
-	must(t, os.WriteFile(file, []byte(prog), 0o644))
-	res := execIn(t, filepath.Dir(file), []string{"PATH=" + stdPath}, deadline, "", append([]string{phpBin, file}, names...)...)
+	itest.Must(t, os.WriteFile(file, []byte(prog), 0o644))
+	res := execIn(t, filepath.Dir(file), []string{"PATH=" + itest.StdPath}, deadline, "", append([]string{itest.PHPBin, file}, names...)...)
 	if res.code != 0 {
 		t.Fatalf("php: exit %d: %s%s", res.code, res.stdout, res.stderr)
 	}
@@ -705,7 +707,7 @@ echo json_encode(['class' => $c->getShortName(), 'methods' => $methods, 'functio
 		Methods   map[string][]string `json:"methods"`
 		Functions map[string]bool     `json:"functions"`
 	}
-	must(t, json.Unmarshal([]byte(res.stdout), &api))
+	itest.Must(t, json.Unmarshal([]byte(res.stdout), &api))
 	for _, c := range calls {
 		var params []string
 		switch {

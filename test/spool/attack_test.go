@@ -9,7 +9,6 @@ package spool
 // was filed against.
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"crypto/rand"
@@ -25,10 +24,11 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/cmesh/cmesh-run/test/itest"
 )
 
 // ---------------------------------------------------------------------------------------------
@@ -71,57 +71,34 @@ func (w *world) attackSite(extra string) attackSite {
 		workDir:  filepath.Join(w.root, "work"),
 		markers:  filepath.Join(w.root, "markers"),
 	}
-	w.mkdir(w.stateDir, 0o750|os.ModeSetgid, w.worker.uid, w.web.gid)
-	w.mkdir(filepath.Dir(s.auditLog), 0o750, w.worker.uid, w.worker.gid)
+	w.mkdir(w.stateDir, 0o750|os.ModeSetgid, w.worker.UID, w.web.GID)
+	w.mkdir(filepath.Dir(s.auditLog), 0o750, w.worker.UID, w.worker.GID)
 	w.mkdir(s.workDir, 0o755, 0, 0)
 	w.mkdir(s.markers, 0o777, 0, 0)
 	config := fmt.Sprintf("allow_free_commands = false\naudit_log = %q\nworkdir = %q\n%s\n%s", s.auditLog, s.workDir, extra, attackProfiles)
-	must(t, os.WriteFile(s.config, []byte(config), 0o644))
+	itest.Must(t, os.WriteFile(s.config, []byte(config), 0o644))
 	w.config = s.config
 	t.Cleanup(w.killLeftovers)
 	if r, late := w.cliWithin(&w.worker, 30*time.Second, "drain"); late || r.exit != 0 {
-		t.Fatalf("first drain as %s (creates the spool): %v (killed: %v)", w.worker.name, r, late)
+		t.Fatalf("first drain as %s (creates the spool): %v (killed: %v)", w.worker.Name, r, late)
 	}
 	return s
 }
 
-// asUser makes cmd run as acct (root when nil) with a minimal environment, in dir /.
-func asUser(cmd *exec.Cmd, acct *account) {
-	env := []string{"PATH=/usr/sbin:/usr/bin:/sbin:/bin", "LANG=C.UTF-8"}
-	if acct != nil {
-		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{
-			Uid: uint32(acct.uid), Gid: uint32(acct.gid), Groups: []uint32{uint32(acct.gid)},
-		}}
-		env = append(env, "HOME="+acct.home, "USER="+acct.name, "LOGNAME="+acct.name)
-	} else {
-		env = append(env, "HOME=/root", "USER=root", "LOGNAME=root")
-	}
-	cmd.Env = env
-	cmd.Dir = "/"
-}
-
 // cliWithin is w.cli bounded by timeout: late says it had to be killed. The attacks here
 // block commands forever on the old code, so no command may wait unbounded.
-func (w *world) cliWithin(acct *account, timeout time.Duration, args ...string) (r result, late bool) {
+func (w *world) cliWithin(acct *itest.Account, timeout time.Duration, args ...string) (r result, late bool) {
 	w.t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, w.bin, append([]string{"--config", w.config, "--state-dir", w.stateDir}, args...)...)
 	cmd.WaitDelay = 2 * time.Second
 	asUser(cmd, acct)
-	var o, e bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &o, &e
-	start := time.Now()
-	err := cmd.Run()
-	r = result{stdout: o.String(), stderr: e.String(), elapsed: time.Since(start)}
-	var ee *exec.ExitError
+	r, err := run(cmd)
 	switch {
 	case ctx.Err() != nil:
 		return r, true
-	case err == nil:
-	case errors.As(err, &ee):
-		r.exit = ee.ExitCode()
-	default:
+	case err != nil:
 		w.t.Fatalf("run %s %q: %v", w.bin, args, err)
 	}
 	return r, false
@@ -131,60 +108,31 @@ func (w *world) cliWithin(acct *account, timeout time.Duration, args ...string) 
 // A worker without supervisor
 
 type workerProc struct {
-	w     *world
-	pid   int
-	done  chan struct{}
-	log   string
-	state *os.ProcessState // set before done is closed
+	*itest.Server
+	log string
 }
 
-// startWorkerAs starts `cmesh-run worker --poll POLL` as acct, logging to a file of its own;
-// it is stopped by PID at cleanup (SIGKILL when SIGTERM does not end it: a worker blocked in
-// open() never reads its signal channel).
-func (w *world) startWorkerAs(acct *account, pollEvery string) *workerProc {
+// startWorkerAs starts `cmesh-run worker` (with --poll POLL unless "") as acct (root when
+// nil), logging to a file of its own; it is stopped by PID at cleanup (SIGKILL when SIGTERM
+// does not end it: a worker blocked in open() never reads its signal channel).
+func (w *world) startWorkerAs(acct *itest.Account, pollEvery string) *workerProc {
 	t := w.t
 	t.Helper()
-	p := &workerProc{w: w, done: make(chan struct{}), log: filepath.Join(w.root, fmt.Sprintf("worker-%d.log", time.Now().UnixNano()))}
-	cmd := exec.Command(w.bin, "--config", w.config, "--state-dir", w.stateDir, "--log-level", "info", "worker", "--poll", pollEvery)
+	args := []string{"--config", w.config, "--state-dir", w.stateDir, "--log-level", "info", "worker"}
+	if pollEvery != "" {
+		args = append(args, "--poll", pollEvery)
+	}
+	cmd := exec.Command(w.bin, args...)
 	asUser(cmd, acct)
-	logf, err := os.Create(p.log)
-	must(t, err)
-	cmd.Stdout, cmd.Stderr = logf, logf
-	err = cmd.Start()
-	logf.Close()
-	must(t, err)
-	p.pid = cmd.Process.Pid
-	go func() { cmd.Wait(); p.state = cmd.ProcessState; close(p.done) }()
+	p := &workerProc{log: filepath.Join(w.root, fmt.Sprintf("worker-%d.log", time.Now().UnixNano()))}
+	p.Server = itest.Start(t, "the worker", cmd, p.log, syscall.SIGTERM)
 	t.Cleanup(func() {
 		if t.Failed() {
 			b, _ := os.ReadFile(p.log)
-			t.Logf("log of worker %d:\n%s", p.pid, tailOf(b))
+			t.Logf("log of worker %d:\n%s", p.PID, itest.LastLines(string(b), 40))
 		}
 	})
-	t.Cleanup(p.stop)
 	return p
-}
-
-func (p *workerProc) exited() bool {
-	select {
-	case <-p.done:
-		return true
-	default:
-		return false
-	}
-}
-
-func (p *workerProc) stop() {
-	if p.exited() {
-		return
-	}
-	syscall.Kill(p.pid, syscall.SIGTERM)
-	select {
-	case <-p.done:
-	case <-time.After(5 * time.Second):
-		syscall.Kill(p.pid, syscall.SIGKILL)
-		<-p.done
-	}
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -213,21 +161,21 @@ func (w *world) plant(name string, create func(tmp string) error) {
 	w.t.Helper()
 	dir := filepath.Join(w.stateDir, "spool", "incoming")
 	tmp := filepath.Join(dir, "."+name+".tmp")
-	must(w.t, create(tmp))
-	must(w.t, filepath.WalkDir(tmp, func(p string, _ fs.DirEntry, err error) error {
+	itest.Must(w.t, create(tmp))
+	itest.Must(w.t, filepath.WalkDir(tmp, func(p string, _ fs.DirEntry, err error) error {
 		if err != nil {
 			return err
 		}
-		return os.Lchown(p, w.web.uid, w.web.gid)
+		return os.Lchown(p, w.web.UID, w.web.GID)
 	}))
-	must(w.t, os.Rename(tmp, filepath.Join(dir, name)))
+	itest.Must(w.t, os.Rename(tmp, filepath.Join(dir, name)))
 }
 
 func (w *world) putRequest(id string, req map[string]any) {
 	w.t.Helper()
 	req["request_id"] = id
 	body, err := json.Marshal(req)
-	must(w.t, err)
+	itest.Must(w.t, err)
 	w.plant(id+".json", func(tmp string) error { return os.WriteFile(tmp, body, 0o644) })
 }
 
@@ -244,9 +192,9 @@ func (w *world) answer(wp *workerProc, id string, timeout time.Duration) spoolAn
 	w.t.Helper()
 	path := filepath.Join(w.stateDir, "spool", "results", id+".json")
 	var a spoolAnswer
-	poll(w.t, timeout, "the answer to request "+id, func() (bool, string) {
-		if wp != nil && wp.exited() {
-			w.t.Fatalf("worker %d exited (%v) before answering %s", wp.pid, wp.state, id)
+	itest.Poll(w.t, timeout, "the answer to request "+id, func() (bool, string) {
+		if wp != nil && wp.Exited() {
+			w.t.Fatalf("worker %d exited (%v) before answering %s", wp.PID, wp.Cmd.ProcessState, id)
 		}
 		raw, err := os.ReadFile(path)
 		if err != nil {
@@ -265,7 +213,7 @@ func (w *world) answer(wp *workerProc, id string, timeout time.Duration) spoolAn
 func (w *world) answered(wp *workerProc, id string, timeout time.Duration) spoolAnswer {
 	w.t.Helper()
 	a := w.answer(wp, id, timeout)
-	if a.Error != nil || !idPattern.MatchString(a.ID) || a.RequestID != id {
+	if a.Error != nil || !itest.IDPattern.MatchString(a.ID) || a.RequestID != id {
 		w.t.Fatalf("request %s: %+v, want a job", id, a)
 	}
 	return a
@@ -297,7 +245,7 @@ func (w *world) checkRefusedOnce(wp *workerProc, site attackSite, refs []refusal
 	t := w.t
 	t.Helper()
 	incoming := filepath.Join(w.stateDir, "spool", "incoming")
-	poll(t, settle, "the refused entries to leave spool/incoming", func() (bool, string) {
+	itest.Poll(t, settle, "the refused entries to leave spool/incoming", func() (bool, string) {
 		left := 0
 		for _, r := range refs {
 			if _, err := os.Lstat(filepath.Join(incoming, r.name)); err == nil && !r.stuck {
@@ -343,12 +291,12 @@ func (w *world) checkRefusedOnce(wp *workerProc, site attackSite, refs []refusal
 			}
 		}
 		if n := counts[r.stem()]; n != 1 || !strings.Contains(samples[r.stem()], `"outcome":"refused"`) {
-			notOnce = append(notOnce, fmt.Sprintf("%s: %d lines, one of them %q", r.name, n, clip(samples[r.stem()])))
+			notOnce = append(notOnce, fmt.Sprintf("%s: %d lines, one of them %q", r.name, n, itest.Clip(samples[r.stem()])))
 		}
 		raw, err := os.ReadFile(filepath.Join(w.stateDir, "spool", "results", r.stem()+".json"))
 		var a spoolAnswer
 		if err != nil || json.Unmarshal(raw, &a) != nil || a.Error == nil || a.RequestID != r.stem() {
-			noResult = append(noResult, fmt.Sprintf("%s: %v %q", r.name, err, clip(string(raw))))
+			noResult = append(noResult, fmt.Sprintf("%s: %v %q", r.name, err, itest.Clip(string(raw))))
 		}
 	}
 	report := func(what string, list []string) {
@@ -360,8 +308,8 @@ func (w *world) checkRefusedOnce(wp *workerProc, site attackSite, refs []refusal
 	report("are in spool/rejected as something else than was planted", wrongKind)
 	report("do not have exactly one audit line, a refusal", notOnce)
 	report("have no result with an error", noResult)
-	if wp.exited() {
-		t.Errorf("the worker exited: %v", wp.state)
+	if wp.Exited() {
+		t.Errorf("the worker exited: %v", wp.Cmd.ProcessState)
 	}
 }
 
@@ -431,8 +379,8 @@ func TestAttackIncomingEntries(t *testing.T) {
 		}},
 		{name: "symlink", settle: 5 * time.Second, plant: func(w *world) []refusal {
 			target := filepath.Join(w.root, "fifo-target")
-			must(w.t, syscall.Mkfifo(target, 0o666))
-			must(w.t, os.Lchown(target, w.web.uid, w.web.gid))
+			itest.Must(w.t, syscall.Mkfifo(target, 0o666))
+			itest.Must(w.t, os.Lchown(target, w.web.UID, w.web.GID))
 			w.plant("x3-passwd.json", func(tmp string) error { return os.Symlink("/etc/passwd", tmp) })
 			w.plant("x3-fifo.json", func(tmp string) error { return os.Symlink(target, tmp) })
 			return []refusal{{name: "x3-passwd.json", kind: fs.ModeSymlink}, {name: "x3-fifo.json", kind: fs.ModeSymlink}}
@@ -483,7 +431,7 @@ func TestAttackIncomingEntries(t *testing.T) {
 			}
 			// A restarted worker meets neither the FIFO it refused nor a new one planted while
 			// it was down.
-			wp.stop()
+			wp.Stop()
 			refs = append(refs, fifo(w, "x1b-fifo.json"))
 			wp = w.startWorkerAs(&w.worker, "200ms")
 			w.answered(wp, w.sendQuick(), 5*time.Second)
@@ -529,7 +477,7 @@ func TestAttackRequestCeilings(t *testing.T) {
 	for i, tc := range cases {
 		a := w.answer(nil, ids[i], 5*time.Second)
 		if !tc.denied {
-			if a.Error != nil || !idPattern.MatchString(a.ID) {
+			if a.Error != nil || !itest.IDPattern.MatchString(a.ID) {
 				t.Errorf("%s: %+v, want a job", tc.what, a)
 				continue
 			}
@@ -561,24 +509,6 @@ func TestAttackRequestCeilings(t *testing.T) {
 // ---------------------------------------------------------------------------------------------
 // 3. Root's worker and drain, scripts planted in the queue
 
-// checkOneErrorLine fails t unless stderr is one "cmesh-run: error:" line and at most its hint.
-func checkOneErrorLine(t *testing.T, what, stderr string) {
-	t.Helper()
-	errs := 0
-	for _, l := range strings.Split(strings.TrimRight(stderr, "\n"), "\n") {
-		switch {
-		case strings.HasPrefix(l, "cmesh-run: error: "):
-			errs++
-		case strings.HasPrefix(l, "hint: "):
-		default:
-			t.Errorf("%s: stderr line %q is neither the error nor its hint", what, l)
-		}
-	}
-	if errs != 1 {
-		t.Errorf("%s: %d error lines on stderr, want one: %q", what, errs, stderr)
-	}
-}
-
 // A root drain or worker on a state dir of another user's would run that user's queue (and
 // whatever was planted in it) as root: both refuse, run nothing, and the owner's drain still
 // starts the queued job.
@@ -588,7 +518,7 @@ func TestAttackRootWorkerAndDrain(t *testing.T) {
 	w.attackSite("")
 	q := w.schedule(&w.worker, "--backend", "spool", "--profile", "quick", "--arg", "word=queued")
 	for _, args := range [][]string{{"drain"}, {"worker", "--poll", "200ms"}} {
-		what := strings.Join(args, " ") + " as root on " + w.worker.name + "'s state dir"
+		what := strings.Join(args, " ") + " as root on " + w.worker.Name + "'s state dir"
 		r, late := w.cliWithin(nil, 15*time.Second, args...)
 		if late {
 			t.Errorf("%s ran on until killed after 15 s: %v", what, r)
@@ -597,7 +527,7 @@ func TestAttackRootWorkerAndDrain(t *testing.T) {
 		if r.exit != 5 {
 			t.Errorf("%s: %v, want exit 5", what, r)
 		}
-		checkOneErrorLine(t, what, r.stderr)
+		itest.OneErrorLine(t, what, r.stderr)
 		t.Logf("%s: exit %d, %q", what, r.exit, strings.TrimSpace(r.stderr))
 	}
 	if s := w.status(nil, q.ID); s.State != "queued" {
@@ -607,7 +537,7 @@ func TestAttackRootWorkerAndDrain(t *testing.T) {
 		t.Errorf("the queued job's script: %v", err)
 	}
 	if r, late := w.cliWithin(&w.worker, 30*time.Second, "drain"); late || r.exit != 0 {
-		t.Fatalf("drain as %s: %v (killed: %v)", w.worker.name, r, late)
+		t.Fatalf("drain as %s: %v (killed: %v)", w.worker.Name, r, late)
 	}
 	if j := w.waitFinished(nil, q.ID, 20*time.Second); j.State != "succeeded" {
 		t.Errorf("the queued job after its owner's drain: %v", j)
@@ -626,7 +556,7 @@ func TestAttackQueueScripts(t *testing.T) {
 
 	first := w.schedule(&w.worker, "--backend", "spool", "--profile", "quick", "--arg", "word=first")
 	template, err := os.ReadFile(filepath.Join(queue, first.ID+".sh"))
-	must(t, err)
+	itest.Must(t, err)
 	if r, late := w.cliWithin(&w.worker, 30*time.Second, "drain"); late || r.exit != 0 {
 		t.Fatalf("drain: %v (killed: %v)", r, late)
 	}
@@ -641,13 +571,13 @@ func TestAttackQueueScripts(t *testing.T) {
 		markers[what] = marker
 		body := "/usr/bin/touch " + marker + "\n" + strings.ReplaceAll(string(template), first.ID, id)
 		tmp := filepath.Join(queue, "."+id+".tmp")
-		must(t, os.WriteFile(tmp, []byte(body), mode))
-		must(t, os.Chmod(tmp, mode))
-		must(t, os.Lchown(tmp, uid, gid))
-		must(t, os.Rename(tmp, filepath.Join(queue, id+".sh")))
+		itest.Must(t, os.WriteFile(tmp, []byte(body), mode))
+		itest.Must(t, os.Chmod(tmp, mode))
+		itest.Must(t, os.Lchown(tmp, uid, gid))
+		itest.Must(t, os.Rename(tmp, filepath.Join(queue, id+".sh")))
 	}
-	plantScript("finished record", first.ID, w.worker.uid, w.worker.gid, 0o600)
-	plantScript("no record", time.Now().UTC().Format("20060102-150405.000000")+"-0ff1ce", w.worker.uid, w.worker.gid, 0o600)
+	plantScript("finished record", first.ID, w.worker.UID, w.worker.GID, 0o600)
+	plantScript("no record", time.Now().UTC().Format("20060102-150405.000000")+"-0ff1ce", w.worker.UID, w.worker.GID, 0o600)
 	rooted := w.schedule(&w.worker, "--backend", "spool", "--profile", "quick", "--arg", "word=rooted")
 	plantScript("root-owned script", rooted.ID, 0, 0, 0o644)
 	legit := w.schedule(&w.worker, "--backend", "spool", "--profile", "quick", "--arg", "word=legit")
@@ -683,149 +613,15 @@ func TestAttackQueueScripts(t *testing.T) {
 // ---------------------------------------------------------------------------------------------
 // 4. Every lock www-data can take
 
-// lockerSource takes, as whoever runs it, every lock it can on every file and directory under
-// its argument: flock LOCK_EX (LOCK_SH where that fails) and an fcntl lock on the whole file
-// (a write lock where the file opens for writing, else a read lock). It keeps looking every
-// 20 ms, so files created later are held too, prints "held PATH KINDS" for each and "ready"
-// after its first pass, and holds everything until killed.
-const lockerSource = `package main
-
-import (
-	"fmt"
-	"io/fs"
-	"os"
-	"path/filepath"
-	"strings"
-	"syscall"
-	"time"
-)
-
-func lockAll(p string, dir bool) string {
-	flags := syscall.O_NOFOLLOW | syscall.O_NONBLOCK | syscall.O_CLOEXEC
-	fd, err, rw := -1, error(nil), false
-	if !dir {
-		if fd, err = syscall.Open(p, syscall.O_RDWR|flags, 0); err == nil {
-			rw = true
-		}
-	}
-	if !rw {
-		if dir {
-			flags |= syscall.O_DIRECTORY
-		}
-		if fd, err = syscall.Open(p, syscall.O_RDONLY|flags, 0); err != nil {
-			return ""
-		}
-	}
-	var got []string
-	if syscall.Flock(fd, syscall.LOCK_EX|syscall.LOCK_NB) == nil {
-		got = append(got, "flock-ex")
-	} else if syscall.Flock(fd, syscall.LOCK_SH|syscall.LOCK_NB) == nil {
-		got = append(got, "flock-sh")
-	}
-	lk := syscall.Flock_t{Type: syscall.F_RDLCK}
-	if rw {
-		lk.Type = syscall.F_WRLCK
-	}
-	if syscall.FcntlFlock(uintptr(fd), syscall.F_SETLK, &lk) == nil {
-		got = append(got, map[bool]string{true: "fcntl-wr", false: "fcntl-rd"}[rw])
-	} else if lk.Type = syscall.F_RDLCK; rw && syscall.FcntlFlock(uintptr(fd), syscall.F_SETLK, &lk) == nil {
-		got = append(got, "fcntl-rd")
-	}
-	if len(got) == 0 {
-		got = append(got, "open")
-	}
-	return strings.Join(got, ",")
-}
-
-func main() {
-	held := map[string]bool{}
-	for round := 0; ; round++ {
-		filepath.WalkDir(os.Args[1], func(p string, d fs.DirEntry, err error) error {
-			if err != nil || held[p] || (!d.IsDir() && !d.Type().IsRegular()) {
-				return nil
-			}
-			if what := lockAll(p, d.IsDir()); what != "" {
-				held[p] = true
-				fmt.Printf("held %s %s\n", p, what)
-			}
-			return nil
-		})
-		if round == 0 {
-			fmt.Println("ready")
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
-`
-
-// buildTool builds a one-file Go program into the test's tree (0755 on the way: www-data may
-// run it) and returns its path.
-func (w *world) buildTool(name, source string) string {
-	t := w.t
-	t.Helper()
-	src := filepath.Join(w.root, name)
-	must(t, os.MkdirAll(src, 0o755))
-	must(t, os.WriteFile(filepath.Join(src, "main.go"), []byte(source), 0o644))
-	exe := filepath.Join(src, name)
-	build := exec.Command("go", "build", "-o", exe, "main.go")
-	build.Dir = src
-	build.Env = append(os.Environ(), "CGO_ENABLED=0", "GOTOOLCHAIN=local", "GOFLAGS=")
-	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("go build %s: %v\n%s", name, err, out)
-	}
-	return exe
-}
-
-// startLocker builds the locker and runs it as acct on dir until cleanup kills it by PID; it
-// returns once the first pass is done, with the locker's PID and a function listing what it
-// holds.
-func (w *world) startLocker(acct *account, dir string) (int, func() []string) {
-	t := w.t
-	t.Helper()
-	cmd := exec.Command(w.buildTool("locker", lockerSource), dir)
-	asUser(cmd, acct)
-	stdout, err := cmd.StdoutPipe()
-	must(t, err)
-	must(t, cmd.Start())
-	pid := cmd.Process.Pid
-	t.Cleanup(func() { syscall.Kill(pid, syscall.SIGKILL); cmd.Wait() })
-	var mu sync.Mutex
-	var held []string
-	ready := make(chan struct{})
-	go func() {
-		sc := bufio.NewScanner(stdout)
-		for sc.Scan() {
-			line := sc.Text()
-			if line == "ready" {
-				close(ready)
-				continue
-			}
-			mu.Lock()
-			held = append(held, strings.TrimPrefix(line, "held "))
-			mu.Unlock()
-		}
-	}()
-	select {
-	case <-ready:
-	case <-time.After(20 * time.Second):
-		t.Fatalf("the locker (pid %d) did not finish its first pass in 20 s", pid)
-	}
-	return pid, func() []string {
-		mu.Lock()
-		defer mu.Unlock()
-		return append([]string(nil), held...)
-	}
-}
-
 // finishes polls job id's state as acct until it is final or timeout passes, without failing
 // t: callers go on to the next check when a job never ends.
-func (w *world) finishes(acct *account, id string, timeout time.Duration) (job, bool) {
+func (w *world) finishes(acct *itest.Account, id string, timeout time.Duration) (job, bool) {
 	w.t.Helper()
 	var j job
 	for end := time.Now().Add(timeout); ; time.Sleep(100 * time.Millisecond) {
 		j = w.status(acct, id)
-		if finished(j.State) || time.Now().After(end) {
-			return j, finished(j.State)
+		if itest.Finished(j.State) || time.Now().After(end) {
+			return j, itest.Finished(j.State)
 		}
 	}
 }
@@ -841,8 +637,8 @@ func TestAttackWebUserHoldsLocks(t *testing.T) {
 		t.Helper()
 		r, late := w.cliWithin(&w.worker, 15*time.Second, append([]string{"schedule", "--json", "--backend", "spool"}, args...)...)
 		var j job
-		if late || r.exit != 0 || json.Unmarshal([]byte(r.stdout), &j) != nil || !idPattern.MatchString(j.ID) {
-			t.Errorf("schedule %q as %s: %v (killed after 15 s: %v)", args, w.worker.name, r, late)
+		if late || r.exit != 0 || json.Unmarshal([]byte(r.stdout), &j) != nil || !itest.IDPattern.MatchString(j.ID) {
+			t.Errorf("schedule %q as %s: %v (killed after 15 s: %v)", args, w.worker.Name, r, late)
 			return j, false
 		}
 		return j, true
@@ -850,7 +646,7 @@ func TestAttackWebUserHoldsLocks(t *testing.T) {
 	drain := func() {
 		t.Helper()
 		if r, late := w.cliWithin(&w.worker, 30*time.Second, "drain"); late || r.exit != 0 {
-			t.Errorf("drain as %s: %v (killed after 30 s: %v)", w.worker.name, r, late)
+			t.Errorf("drain as %s: %v (killed after 30 s: %v)", w.worker.Name, r, late)
 		}
 	}
 	succeeds := func(what string, j job) {
@@ -871,9 +667,9 @@ func TestAttackWebUserHoldsLocks(t *testing.T) {
 		t.Fatalf("a spool job before the attack: %v", j)
 	}
 
-	lockerPID, held := w.startLocker(&w.web, w.stateDir)
-	t.Logf("as %s, the locker (pid %d) holds:\n%s", w.web.name, lockerPID, strings.Join(held(), "\n"))
-	if len(held()) == 0 {
+	locker := itest.StartLocker(t, itest.BuildLocker(t, w.root), w.web, w.stateDir)
+	t.Logf("as %s, the locker (pid %d) holds:\n%s", w.web.Name, locker.PID, strings.Join(locker.Report(), "\n"))
+	if len(locker.Held()) == 0 {
 		t.Fatalf("the locker could open nothing in the state dir")
 	}
 
@@ -891,11 +687,11 @@ func TestAttackWebUserHoldsLocks(t *testing.T) {
 	// The worker reaches its loop: it holds its lock and answers.
 	wp := w.startWorkerAs(&w.worker, "1s")
 	lock := filepath.Join(w.stateDir, "private", "worker.lock")
-	poll(t, 10*time.Second, "the worker to hold "+lock, func() (bool, string) {
-		if wp.exited() {
-			t.Fatalf("the worker exited: %v", wp.state)
+	itest.Poll(t, 10*time.Second, "the worker to hold "+lock, func() (bool, string) {
+		if wp.Exited() {
+			t.Fatalf("the worker exited: %v", wp.Cmd.ProcessState)
 		}
-		return holdsLock(wp.pid, lock), fmt.Sprintf("its descriptors: %v", fdLinks(wp.pid))
+		return itest.HoldsFile(wp.PID, lock), fmt.Sprintf("its descriptors: %v", itest.FDLinks(wp.PID))
 	})
 	w.answered(wp, w.sendQuick(), 5*time.Second)
 
@@ -906,7 +702,7 @@ func TestAttackWebUserHoldsLocks(t *testing.T) {
 
 	// A running job's cancel returns.
 	if j, ok := spoolJob("--profile", "nap", "--arg", "secs=60"); ok {
-		poll(t, 20*time.Second, "the long job to run", func() (bool, string) {
+		itest.Poll(t, 20*time.Second, "the long job to run", func() (bool, string) {
 			s := w.status(&w.worker, j.ID)
 			return s.State == "running", s.String()
 		})
@@ -918,12 +714,12 @@ func TestAttackWebUserHoldsLocks(t *testing.T) {
 		}
 	}
 
-	if !alive(lockerPID) {
+	if locker.Exited() {
 		t.Fatalf("the locker died: nothing above was tested with the locks held")
 	}
-	for _, h := range held() {
-		if strings.HasPrefix(h, filepath.Join(w.stateDir, "private")) {
-			t.Errorf("www-data could open %s", h)
+	for _, h := range locker.Held() {
+		if h.Path == "private" || strings.HasPrefix(h.Path, "private/") {
+			t.Errorf("www-data could open %s", filepath.Join(w.stateDir, h.Path))
 		}
 	}
 }
@@ -1013,19 +809,19 @@ func (w *world) logRun(peak, id string, keep bool, args ...string) (out []byte, 
 		cmd.Stdout = &buf
 	} else {
 		null, err := os.OpenFile(os.DevNull, os.O_WRONLY, 0)
-		must(t, err)
+		itest.Must(t, err)
 		defer null.Close()
 		cmd.Stdout = null
 	}
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
 	rep, repW, err := os.Pipe()
-	must(t, err)
+	itest.Must(t, err)
 	defer rep.Close()
 	cmd.ExtraFiles = []*os.File{repW}
 	err = cmd.Start()
 	repW.Close()
-	must(t, err)
+	itest.Must(t, err)
 	cmd.Wait()
 	r.stderr = stderr.String()
 	if ctx.Err() != nil {
@@ -1073,9 +869,9 @@ func TestAttackLogMemory(t *testing.T) {
 	}
 	const size = 1 << 30
 	out := filepath.Join(w.stateDir, "jobs", j.ID+".out")
-	must(t, os.Truncate(out, size))
+	itest.Must(t, os.Truncate(out, size))
 
-	peak := w.buildTool("peakrss", peakSource)
+	peak := itest.BuildTool(t, w.root, "peakrss", peakSource)
 	const ceiling = 32 << 10 // KiB
 	for _, args := range [][]string{
 		{}, {"--raw"}, {"--tail", "5"}, {"--tail", "5", "--raw"}, {"--tail", "100000"},
@@ -1100,9 +896,9 @@ func TestAttackLogMemory(t *testing.T) {
 	if why != "" || r.exit != 0 {
 		t.Fatalf("log --json --limit 999999999999: exit %d, %s, stderr %q", r.exit, why, r.stderr)
 	}
-	var c logChunk
+	var c itest.LogChunk
 	if err := json.Unmarshal(data, &c); err != nil {
-		t.Fatalf("log --json --limit 999999999999: %v in %d bytes: %q", err, len(data), clip(string(data)))
+		t.Fatalf("log --json --limit 999999999999: %v in %d bytes: %q", err, len(data), itest.Clip(string(data)))
 	}
 	// The end marker is the only thing in that range that is not the job's own bytes.
 	const marker = 128

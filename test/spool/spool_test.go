@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"reflect"
 	"slices"
@@ -15,6 +14,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/cmesh/cmesh-run/test/itest"
 )
 
 // (a) A pool that cannot exec at all: a page requests a build through the spool, the worker
@@ -24,54 +25,54 @@ func TestSpoolFromLockedDownPool(t *testing.T) {
 	bin := requireIntegration(t, needFPM|needSupervisor)
 	w := newWorld(t, bin)
 	site := w.spoolSite()
-	w.writeConfig(map[string]any{"mode": "spool", "state_dir": w.stateDir, "spool_timeout": 10})
+	itest.WriteAPIConfig(t, w.www, map[string]any{"mode": "spool", "state_dir": w.stateDir, "spool_timeout": 10})
 	p := w.newPool("locked", disabled)
-	p.start()
+	p.Start(t)
 
 	// exec() does not exist in this pool, nor do the other five.
-	r := p.request("exec.php", nil, 10*time.Second)
-	fpmLog, _ := os.ReadFile(p.log)
-	everything := string(r.body) + r.stderr + string(fpmLog)
-	if r.status != 500 || !strings.Contains(everything, "Call to undefined function exec()") {
+	r := p.Request(t, "exec.php", nil, 10*time.Second)
+	fpmLog, _ := os.ReadFile(p.Log)
+	everything := string(r.Body) + r.Stderr + string(fpmLog)
+	if r.Status != 500 || !strings.Contains(everything, "Call to undefined function exec()") {
 		t.Fatalf("exec.php should die with \"Call to undefined function exec()\" (HTTP 500): status %d, err %v, body %q, stderr %q",
-			r.status, r.err, r.body, r.stderr)
+			r.Status, r.Err, r.Body, r.Stderr)
 	}
-	t.Logf("exec.php: HTTP %d, %q", r.status, strings.TrimSpace(r.stderr))
-	probe := p.call(map[string]any{"op": "probe"}, nil)
+	t.Logf("exec.php: HTTP %d, %q", r.Status, strings.TrimSpace(r.Stderr))
+	probe := p.Call(t, map[string]any{"op": "probe"}, nil)
 	for _, f := range strings.Split(disabled, ",") {
 		if !probe.Disabled[f] {
-			t.Errorf("%s() exists in the locked-down pool: %s", f, probe.raw)
+			t.Errorf("%s() exists in the locked-down pool: %s", f, probe.Raw)
 		}
 	}
 
 	// Before any worker ran there is no spool: the client says what to do.
 	build := map[string]any{"profile": "build", "args": map[string]string{"target": "web-1"}, "env": map[string]string{"BUILD_MODE": "release"}}
-	a := p.api(map[string]any{"op": "schedule", "options": build})
+	a := p.API(t, map[string]any{"op": "schedule", "options": build})
 	if a.OK || a.Error == nil || a.Error.Code != "backend_unavailable" || !strings.Contains(a.Error.Message, "no spool") {
-		t.Fatalf("schedule before any worker ran: %s, want backend_unavailable saying there is no spool", a.raw)
+		t.Fatalf("schedule before any worker ran: %s, want backend_unavailable saying there is no spool", a.Raw)
 	}
 
 	sup := w.startSupervisor(site.config)
 
 	// The build.
 	var j job
-	a = p.call(map[string]any{"op": "schedule", "options": build}, &j)
-	t.Logf("schedule through the spool answered in %v (PHP side %.3fs): %v", a.elapsed, a.Seconds, j)
-	if !idPattern.MatchString(j.ID) || j.Backend != "spool" || j.User != workerUser || j.RequestedBy != "spool:"+webUser ||
+	a = p.Call(t, map[string]any{"op": "schedule", "options": build}, &j)
+	t.Logf("schedule through the spool answered in %v (PHP side %.3fs): %v", a.Elapsed, a.Seconds, j)
+	if !itest.IDPattern.MatchString(j.ID) || j.Backend != "spool" || j.User != workerUser || j.RequestedBy != "spool:"+itest.WebUser ||
 		j.Name == nil || *j.Name != "build-web-1" || j.RequestID == "" || j.Workdir != site.workDir ||
 		!reflect.DeepEqual(j.Command, []string{"/bin/sh", site.script, "web-1"}) {
 		t.Errorf("job object does not reflect the request: %v", j)
 	}
-	if a.elapsed > 3*time.Second {
-		t.Errorf("a worker under supervisor should answer within about a second; took %v", a.elapsed)
+	if a.Elapsed > 3*time.Second {
+		t.Errorf("a worker under supervisor should answer within about a second; took %v", a.Elapsed)
 	}
-	got, final, states := p.collect(j.ID, 13, 60*time.Second)
+	got, final, states := p.Collect(t, j.ID, 13, 3*13, 60*time.Second) // U+FFFD is 3 bytes for 1
 	t.Logf("states seen by the pages: %v", states)
 	if final.State != "succeeded" || final.ExitCode == nil || *final.ExitCode != 0 {
 		t.Errorf("final state %v, want succeeded with exit code 0", final)
 	}
 	if want := buildOutput("web-1", "release"); got != want {
-		t.Errorf("log reassembled by the pages differs from the job's output:\n got %q\nwant %q", clip(got), clip(want))
+		t.Errorf("log reassembled by the pages differs from the job's output:\n got %q\nwant %q", itest.Clip(got), itest.Clip(want))
 	}
 	if !slices.Contains(states, "running") {
 		t.Errorf("a 2.5 s build was never seen running by the pages: %v", states)
@@ -79,19 +80,19 @@ func TestSpoolFromLockedDownPool(t *testing.T) {
 	w.checkOneStart(j.ID)
 	// The page's status() is what `cmesh-run status --json` says.
 	var fromPHP, fromCLI map[string]any
-	p.call(map[string]any{"op": "status", "id": j.ID}, &fromPHP)
-	must(t, json.Unmarshal([]byte(w.cli(&w.web, "status", "--json", j.ID).stdout), &fromCLI))
+	p.Call(t, map[string]any{"op": "status", "id": j.ID}, &fromPHP)
+	itest.Must(t, json.Unmarshal([]byte(w.cli(&w.web, "status", "--json", j.ID).stdout), &fromCLI))
 	if !reflect.DeepEqual(fromPHP, fromCLI) {
 		t.Errorf("status from PHP and from cmesh-run differ:\n php %v\n cli %v", fromPHP, fromCLI)
 	}
 	var code int
-	p.call(map[string]any{"op": "wait", "id": j.ID, "timeout": 2}, &code)
+	p.Call(t, map[string]any{"op": "wait", "id": j.ID, "timeout": 2}, &code)
 	if code != 0 {
 		t.Errorf("wait on the succeeded build: %d", code)
 	}
-	a = p.api(map[string]any{"op": "cancel", "id": j.ID})
+	a = p.API(t, map[string]any{"op": "cancel", "id": j.ID})
 	if a.OK || a.Error == nil || a.Error.Code != "usage" || !strings.Contains(a.Error.Message, "not possible") {
-		t.Errorf("cancel in spool mode: %s, want code usage saying it is not possible", a.raw)
+		t.Errorf("cancel in spool mode: %s, want code usage saying it is not possible", a.Raw)
 	}
 
 	// Refusals: each gets its answer, shown by the page; nothing runs.
@@ -111,12 +112,12 @@ func TestSpoolFromLockedDownPool(t *testing.T) {
 		for k, v := range tc.req {
 			req[k] = v
 		}
-		a := p.api(req)
+		a := p.API(t, req)
 		if a.Error != nil {
 			t.Logf("refused %s: the page shows %s: %s (hint: %s)", tc.what, a.Error.Code, a.Error.Message, a.Error.Hint)
 		}
 		if a.OK || a.Error == nil || a.Error.Code != "denied" || a.Error.ExitStatus != 5 || !strings.Contains(a.Error.Message, tc.message) {
-			t.Errorf("%s: page shows %s, want code denied (5) with %q", tc.what, a.raw, tc.message)
+			t.Errorf("%s: page shows %s, want code denied (5) with %q", tc.what, a.Raw, tc.message)
 		}
 	}
 	if n := countFiles(t, filepath.Join(w.stateDir, "jobs", "*.json")); n != jobsBefore {
@@ -137,9 +138,9 @@ func TestSpoolFromLockedDownPool(t *testing.T) {
 	}
 	reqID := "offline-" + fmt.Sprint(time.Now().UnixNano())
 	offline := map[string]any{"profile": "build", "args": map[string]string{"target": "web-2"}, "request_id": reqID}
-	a = p.api(map[string]any{"op": "schedule", "options": offline, "spool_timeout": 0.5})
+	a = p.API(t, map[string]any{"op": "schedule", "options": offline, "spool_timeout": 0.5})
 	if a.OK || a.Error == nil || a.Error.Code != "backend_unavailable" || !strings.Contains(a.Error.Message, reqID) {
-		t.Fatalf("schedule with the worker stopped: %s, want backend_unavailable naming %s", a.raw, reqID)
+		t.Fatalf("schedule with the worker stopped: %s, want backend_unavailable naming %s", a.Raw, reqID)
 	}
 	if _, err := os.Stat(filepath.Join(w.stateDir, "spool", "incoming", reqID+".json")); err != nil {
 		t.Fatalf("the unanswered request is not in the spool: %v", err)
@@ -148,17 +149,17 @@ func TestSpoolFromLockedDownPool(t *testing.T) {
 		t.Fatalf("supervisorctl start: %v", r)
 	}
 	var late job
-	poll(t, 10*time.Second, "the restarted worker to answer "+reqID, func() (bool, string) {
-		a := p.call(map[string]any{"op": "result", "request_id": reqID}, nil)
+	itest.Poll(t, 10*time.Second, "the restarted worker to answer "+reqID, func() (bool, string) {
+		a := p.Call(t, map[string]any{"op": "result", "request_id": reqID}, nil)
 		if string(a.Result) == "null" {
 			return false, "no answer yet"
 		}
-		must(t, json.Unmarshal(a.Result, &late))
+		itest.Must(t, json.Unmarshal(a.Result, &late))
 		return true, ""
 	})
-	got, final, _ = p.collect(late.ID, 1<<20, 30*time.Second)
+	got, final, _ = p.Collect(t, late.ID, 1<<20, 3<<20, 30*time.Second)
 	if final.State != "succeeded" || got != buildOutput("web-2", "none") {
-		t.Errorf("the late request's job: %v, output %q", final, clip(got))
+		t.Errorf("the late request's job: %v, output %q", final, itest.Clip(got))
 	}
 }
 
@@ -182,7 +183,7 @@ func TestDrain(t *testing.T) {
 		}
 	}
 	var fromPHP job
-	must(t, json.Unmarshal(w.php(`return $c->status($args);`, j.ID), &fromPHP))
+	itest.Must(t, json.Unmarshal(w.php(`return $c->status($args);`, j.ID), &fromPHP))
 	if fromPHP.State != "queued" {
 		t.Errorf("PHP's status of the queued job: %v", fromPHP)
 	}
@@ -254,7 +255,7 @@ func TestSpoolJobNeverLostWhileStarting(t *testing.T) {
 	w.mkdir(w.stateDir, 0o750, 0, 0)
 	for round := 0; round < 5; round++ {
 		j := w.schedule(nil, "--backend", "spool", "--", "sh", "-c", "echo hi")
-		poll(t, 5*time.Second, "the job to be over a second old", func() (bool, string) {
+		itest.Poll(t, 5*time.Second, "the job to be over a second old", func() (bool, string) {
 			return time.Since(j.CreatedAt) > 1100*time.Millisecond, ""
 		})
 		done := make(chan result, 1)
@@ -294,9 +295,9 @@ func TestWorkerKilledUnderSupervisor(t *testing.T) {
 	}
 	long := spoolJob(`echo "long $CMESH_RUN_JOB_ID begins"; sleep 4; echo "long $CMESH_RUN_JOB_ID ends"`)
 	var running job
-	poll(t, 10*time.Second, "the long job to run", func() (bool, string) {
+	itest.Poll(t, 10*time.Second, "the long job to run", func() (bool, string) {
 		running = w.status(nil, long.ID)
-		return running.State == "running" && running.PID != nil && alive(*running.PID), running.String()
+		return running.State == "running" && running.PID != nil && itest.Alive(*running.PID), running.String()
 	})
 	var short []job
 	for i := 0; i < 6; i++ {
@@ -305,12 +306,12 @@ func TestWorkerKilledUnderSupervisor(t *testing.T) {
 	if err := syscall.Kill(pid1, syscall.SIGKILL); err != nil {
 		t.Fatalf("kill the worker %d: %v", pid1, err)
 	}
-	if !alive(*running.PID) {
+	if !itest.Alive(*running.PID) {
 		t.Fatalf("the long job's process %d died with the worker", *running.PID)
 	}
 	pid2 := sup.waitWorker(pid1, 20*time.Second)
 	t.Logf("worker %d killed with SIGKILL; supervisord started %d", pid1, pid2)
-	if !alive(*running.PID) {
+	if !itest.Alive(*running.PID) {
 		t.Errorf("the long job's process %d is gone after the worker's restart", *running.PID)
 	}
 	for i := 0; i < 3; i++ {
@@ -345,11 +346,11 @@ func TestWorkerKilledUnderSupervisor(t *testing.T) {
 func TestDirectBackendSurvivesFPM(t *testing.T) {
 	bin := requireIntegration(t, needFPM)
 	w := newWorld(t, bin)
-	w.mkdir(w.stateDir, 0o750, w.web.uid, w.web.gid)
+	w.mkdir(w.stateDir, 0o750, w.web.UID, w.web.GID)
 	t.Cleanup(w.killLeftovers)
-	w.writeConfig(map[string]any{"mode": "exec", "binary": w.bin, "state_dir": w.stateDir, "env": map[string]string{"CMESH_RUN_CONFIG": w.config}})
+	itest.WriteAPIConfig(t, w.www, map[string]any{"mode": "exec", "binary": w.bin, "state_dir": w.stateDir, "env": map[string]string{"CMESH_RUN_CONFIG": w.config}})
 	p := w.newPool("exec", "")
-	fpm := p.start()
+	fpm := p.Start(t)
 
 	script := `i=0; while [ $i -lt 50 ]; do echo "direct $i"; i=$((i+1)); sleep 0.1; done`
 	var want strings.Builder
@@ -357,52 +358,40 @@ func TestDirectBackendSurvivesFPM(t *testing.T) {
 		fmt.Fprintf(&want, "direct %d\n", i)
 	}
 	var j job
-	a := p.call(map[string]any{"op": "schedule", "argv": []string{"sh", "-c", script}, "options": map[string]any{"backend": "direct"}}, &j)
-	t.Logf("scheduled %s with --backend direct in %v", j.ID, a.elapsed)
-	if j.Backend != "direct" || j.User != webUser {
+	a := p.Call(t, map[string]any{"op": "schedule", "argv": []string{"sh", "-c", script}, "options": map[string]any{"backend": "direct"}}, &j)
+	t.Logf("scheduled %s with --backend direct in %v", j.ID, a.Elapsed)
+	if j.Backend != "direct" || j.User != itest.WebUser {
 		t.Errorf("job object: %v", j)
 	}
 
 	// Every socket and pipe of FPM's: the page's during the request, the master's and workers'.
-	fpmFDs := map[string]string{}
-	for fd, target := range a.FDs {
-		if sharedKind(target) {
-			fpmFDs[target] = fmt.Sprintf("worker %d fd %s", a.PID, fd)
-		}
-	}
-	for _, pid := range groupMembers(fpm.pid) {
-		for fd, target := range fdLinks(pid) {
-			if sharedKind(target) {
-				fpmFDs[target] = fmt.Sprintf("fpm pid %d fd %s", pid, fd)
-			}
-		}
-	}
+	fpmFDs := itest.SharedDescriptors(a.PID, a.FDs, fpm.PID)
 	if len(fpmFDs) == 0 {
 		t.Fatal("found no socket of FPM's to compare with")
 	}
 	var running job
-	poll(t, 10*time.Second, "the job to run", func() (bool, string) {
+	itest.Poll(t, 10*time.Second, "the job to run", func() (bool, string) {
 		running = w.status(&w.web, j.ID)
-		return running.State == "running" && running.PID != nil && alive(*running.PID), running.String()
+		return running.State == "running" && running.PID != nil && itest.Alive(*running.PID), running.String()
 	})
-	procs := jobProcesses(*running.PID)
+	procs := itest.JobProcesses(*running.PID, "")
 	for _, pid := range procs {
-		comm, _, _ := procStat(pid)
-		for fd, target := range fdLinks(pid) {
+		comm, _, _ := itest.ProcStat(pid)
+		for fd, target := range itest.FDLinks(pid) {
 			if from, ok := fpmFDs[target]; ok {
 				t.Errorf("job process %d (%s) fd %s is %s, inherited from %s", pid, comm, fd, target, from)
 			}
 		}
-		if g, _ := syscall.Getpgid(pid); g == fpm.pid {
+		if g, _ := syscall.Getpgid(pid); g == fpm.PID {
 			t.Errorf("job process %d (%s) is in FPM's process group", pid, comm)
 		}
 	}
 	t.Logf("job processes %v hold none of FPM's %d sockets and pipes", procs, len(fpmFDs))
 
-	must(t, syscall.Kill(fpm.pid, syscall.SIGQUIT))
-	fpm.waitExit(t, 15*time.Second)
+	itest.Must(t, syscall.Kill(fpm.PID, syscall.SIGQUIT))
+	fpm.WaitExit(t, 15*time.Second)
 	s := w.status(&w.web, j.ID)
-	if s.State != "running" || !alive(*running.PID) {
+	if s.State != "running" || !itest.Alive(*running.PID) {
 		t.Fatalf("with FPM gone the job should still run: %v", s)
 	}
 	final := w.waitFinished(&w.web, j.ID, 30*time.Second)
@@ -410,7 +399,7 @@ func TestDirectBackendSurvivesFPM(t *testing.T) {
 		t.Errorf("final: %v, want succeeded", final)
 	}
 	if got := w.cli(&w.web, "log", j.ID).stdout; got != want.String() {
-		t.Errorf("output after FPM's QUIT:\n got %q\nwant %q", clip(got), clip(want.String()))
+		t.Errorf("output after FPM's QUIT:\n got %q\nwant %q", itest.Clip(got), itest.Clip(want.String()))
 	}
 }
 
@@ -430,7 +419,7 @@ func TestScheduleLatency(t *testing.T) {
 		for _, b := range backends {
 			r := w.cli(nil, "schedule", "--backend", b, "--", "true")
 			id := strings.TrimSpace(r.stdout)
-			if r.exit != 0 || !idPattern.MatchString(id) {
+			if r.exit != 0 || !itest.IDPattern.MatchString(id) {
 				t.Fatalf("schedule --backend %s: %v", b, r)
 			}
 			took[b] = append(took[b], r.elapsed)
@@ -456,7 +445,7 @@ func TestScheduleLatency(t *testing.T) {
 		for _, d := range took[b] {
 			mn, mx = min(mn, d), max(mx, d)
 		}
-		fmt.Fprintf(&table, "%-8s %18s %10s %10s %22s\n", b, ms(median(took[b])), ms(mn), ms(mx), ms(median(startDelay[b])))
+		fmt.Fprintf(&table, "%-8s %18s %10s %10s %22s\n", b, ms(itest.Median(took[b])), ms(mn), ms(mx), ms(itest.Median(startDelay[b])))
 	}
 	t.Logf("\n%s", table.String())
 }
@@ -484,7 +473,7 @@ printf 'split \303'; sleep 0.2; printf '\251 done';
 	w.waitFinished(nil, failed.ID, 10*time.Second)
 	lost := w.schedule(nil, "--backend", "direct", "--", "sh", "-c", "echo doomed; sleep 30")
 	var lr job
-	poll(t, 10*time.Second, "the doomed job to run", func() (bool, string) {
+	itest.Poll(t, 10*time.Second, "the doomed job to run", func() (bool, string) {
 		lr = w.status(nil, lost.ID)
 		return lr.State == "running" && lr.PID != nil, lr.String()
 	})
@@ -492,18 +481,18 @@ printf 'split \303'; sleep 0.2; printf '\251 done';
 		WrapperPID int `json:"wrapper_pid"`
 	}
 	b, _ := os.ReadFile(filepath.Join(w.stateDir, "jobs", lost.ID+".json"))
-	must(t, json.Unmarshal(b, &raw))
+	itest.Must(t, json.Unmarshal(b, &raw))
 	syscall.Kill(raw.WrapperPID, syscall.SIGKILL)
 	syscall.Kill(-*lr.PID, syscall.SIGKILL)
-	poll(t, 10*time.Second, "the doomed job to be lost", func() (bool, string) {
+	itest.Poll(t, 10*time.Second, "the doomed job to be lost", func() (bool, string) {
 		s := w.status(nil, lost.ID)
 		return s.State == "lost", s.String()
 	})
 
 	for _, id := range []string{j.ID, failed.ID, lost.ID} {
 		var php, cli map[string]any
-		must(t, json.Unmarshal(w.php(`return $c->status($args);`, id), &php))
-		must(t, json.Unmarshal([]byte(w.cli(nil, "status", "--json", id).stdout), &cli))
+		itest.Must(t, json.Unmarshal(w.php(`return $c->status($args);`, id), &php))
+		itest.Must(t, json.Unmarshal([]byte(w.cli(nil, "status", "--json", id).stdout), &cli))
 		if !reflect.DeepEqual(php, cli) {
 			t.Errorf("status %s:\n php %v\n cli %v", id, php, cli)
 		}
@@ -513,8 +502,8 @@ printf 'split \303'; sleep 0.2; printf '\251 done';
 	// the same (offset, limit) the same way.
 	size := fileSize(t, filepath.Join(w.stateDir, "jobs", j.ID+".out"))
 	for _, limit := range []int64{1, 3, 7, 64, 1 << 20} {
-		var chunks []logChunk
-		must(t, json.Unmarshal(w.php(`
+		var chunks []itest.LogChunk
+		itest.Must(t, json.Unmarshal(w.php(`
 $out = []; $off = 0;
 for ($i = 0; $i < 5000; $i++) {
     $r = $c->log($args['id'], $off, $args['limit']);
@@ -540,8 +529,8 @@ return $out;`, map[string]any{"id": j.ID, "limit": limit}), &chunks))
 		}
 	}
 	// Offsets a page could not have been given (inside markers, past the end) too.
-	var odd []logChunk
-	must(t, json.Unmarshal(w.php(`
+	var odd []itest.LogChunk
+	itest.Must(t, json.Unmarshal(w.php(`
 $out = [];
 for ($off = 0; $off <= $args['size'] + 3; $off += 7) { $out[] = $c->log($args['id'], $off, 9); }
 return $out;`, map[string]any{"id": j.ID, "size": size}), &odd))
@@ -550,7 +539,7 @@ return $out;`, map[string]any{"id": j.ID, "size": size}), &odd))
 
 // compareLog asks cmesh-run log --json for each chunk's offset and limit, a few at a time,
 // and fails t where its answer differs from the chunk PHP returned.
-func (w *world) compareLog(id string, limit int64, chunks []logChunk) {
+func (w *world) compareLog(id string, limit int64, chunks []itest.LogChunk) {
 	w.t.Helper()
 	type answer struct {
 		r   result
@@ -561,7 +550,7 @@ func (w *world) compareLog(id string, limit int64, chunks []logChunk) {
 	sem := make(chan struct{}, 4)
 	for i, c := range chunks {
 		wg.Add(1)
-		go func(i int, c logChunk) {
+		go func(i int, c itest.LogChunk) {
 			defer wg.Done()
 			sem <- struct{}{}
 			defer func() { <-sem }()
@@ -571,7 +560,7 @@ func (w *world) compareLog(id string, limit int64, chunks []logChunk) {
 	}
 	wg.Wait()
 	for i, c := range chunks {
-		var cli logChunk
+		var cli itest.LogChunk
 		if a := answers[i]; a.err != nil || a.r.exit != 0 || json.Unmarshal([]byte(a.r.stdout), &cli) != nil {
 			w.t.Fatalf("log --json --offset %d: %v %v", c.Offset, a.err, a.r)
 		}
@@ -591,30 +580,11 @@ func startWorker(t *testing.T, w *world) int {
 	if r.exit != 0 {
 		t.Fatalf("drain: %v", r)
 	}
-	cmd := exec.Command(w.bin, "--config", w.config, "--state-dir", w.stateDir, "--log-level", "info", "worker")
-	cmd.Env = []string{"PATH=/usr/sbin:/usr/bin:/sbin:/bin", "HOME=/root", "USER=root", "LOGNAME=root"}
-	cmd.Dir = "/"
-	logf, err := os.Create(filepath.Join(w.root, "worker.log"))
-	must(t, err)
-	defer logf.Close()
-	cmd.Stdout, cmd.Stderr = logf, logf
-	must(t, cmd.Start())
-	pid := cmd.Process.Pid
-	done := make(chan struct{})
-	go func() { cmd.Wait(); close(done) }()
-	t.Cleanup(func() {
-		syscall.Kill(pid, syscall.SIGTERM)
-		select {
-		case <-done:
-		case <-time.After(10 * time.Second):
-			syscall.Kill(pid, syscall.SIGKILL)
-			<-done
-		}
+	wp := w.startWorkerAs(nil, "")
+	itest.Poll(t, 10*time.Second, "the worker to hold the spool's lock", func() (bool, string) {
+		return itest.HoldsFile(wp.PID, filepath.Join(w.stateDir, "private", "worker.lock")), ""
 	})
-	poll(t, 10*time.Second, "the worker to hold the spool's lock", func() (bool, string) {
-		return holdsLock(pid, filepath.Join(w.stateDir, "private", "worker.lock")), ""
-	})
-	return pid
+	return wp.PID
 }
 
 func ms(d time.Duration) string {
@@ -624,13 +594,13 @@ func ms(d time.Duration) string {
 func countFiles(t *testing.T, glob string) int {
 	t.Helper()
 	m, err := filepath.Glob(glob) // "*" matches names starting with "." too
-	must(t, err)
+	itest.Must(t, err)
 	return len(m)
 }
 
 func fileSize(t *testing.T, path string) int64 {
 	t.Helper()
 	st, err := os.Stat(path)
-	must(t, err)
+	itest.Must(t, err)
 	return st.Size()
 }

@@ -7,7 +7,6 @@
 package sudo
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
@@ -16,26 +15,26 @@ import (
 	"io/fs"
 	"os"
 	"os/exec"
-	"os/user"
 	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/cmesh/cmesh-run/test/itest"
 )
 
 // lab is what the attack tests add to the world: a long-running profile, scratch dirs, files
-// only cmesh-test may read, and the lock holder.
+// only cmesh-test may read, and the locker.
 type lab struct {
 	dir        string // root/lab, root's, 0755
 	markers    string // root/markers, 0777: where an attacker's command would leave its trace
 	secret     string // a string only cmesh-test's files hold
 	secretConf string // a config-like file of cmesh-test's, 0600, naming the secret
 	secretPool string // a php-fpm pool file of cmesh-test's, 0600, naming the secret
-	holder     string // the lock holder binary, runnable by www-data
+	locker     string // the locker (itest.BuildLocker), runnable by www-data
 }
 
 // buildArgv is what the build profile runs for org and name.
@@ -59,18 +58,18 @@ name = "sleep-{tag}"
 func installConfig(t *testing.T, text string) {
 	t.Helper()
 	tmp := confFile + ".test-tmp"
-	must(t, writeSynced(tmp, []byte(text), 0o644))
-	must(t, os.Chown(tmp, 0, 0))
-	must(t, os.Chmod(tmp, 0o644))
-	must(t, os.Rename(tmp, confFile))
+	itest.Must(t, itest.WriteSynced(tmp, []byte(text), 0o644))
+	itest.Must(t, os.Chown(tmp, 0, 0))
+	itest.Must(t, os.Chmod(tmp, 0o644))
+	itest.Must(t, os.Rename(tmp, confFile))
 }
 
 func setupAttack(t *testing.T, w *world) *lab {
 	l := &lab{dir: filepath.Join(w.root, "lab"), markers: filepath.Join(w.root, "markers"),
 		secret: "topsecret-" + strconv.FormatInt(time.Now().UnixNano(), 36)}
-	must(t, os.Mkdir(l.dir, 0o755))
-	must(t, os.Mkdir(l.markers, 0o777))
-	must(t, os.Chmod(l.markers, 0o777))
+	itest.Must(t, os.Mkdir(l.dir, 0o755))
+	itest.Must(t, os.Mkdir(l.markers, 0o777))
+	itest.Must(t, os.Chmod(l.markers, 0o777))
 	installConfig(t, w.attackConfig())
 
 	// Files of cmesh-test's that www-data cannot read: a file argument under sudo would
@@ -81,14 +80,14 @@ func setupAttack(t *testing.T, w *world) *lab {
 		l.secretConf: fmt.Sprintf("%s = %q\n", strings.ReplaceAll(l.secret, "-", "_"), l.secret),
 		l.secretPool: fmt.Sprintf("[%s]\nuser = %s\nlisten = /run/%s.sock\n", l.secret, l.secret, l.secret),
 	} {
-		must(t, writeSynced(path, []byte(text), 0o600))
-		must(t, os.Chown(path, w.runUID, w.runGID))
+		itest.Must(t, itest.WriteSynced(path, []byte(text), 0o600))
+		itest.Must(t, os.Chown(path, w.runUID, w.runGID))
 	}
 	if r := w.pool.run(t, []string{"/bin/cat", l.secretConf}, nil, nil); r.Exit == 0 {
 		t.Fatalf("www-data can read %s: the file-argument tests would prove nothing", l.secretConf)
 	}
 
-	l.holder = buildHolder(t, l.dir)
+	l.locker = itest.BuildLocker(t, l.dir)
 
 	// The new profile loads through sudo.
 	r := w.pool.sudo(t, "config", "show")
@@ -130,11 +129,11 @@ func testSudoInternals(t *testing.T, w *world, l *lab) {
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			var r pageResult
-			a := expectDenied(t, w, webUser, false, func() result {
+			a := expectDenied(t, w, itest.WebUser, false, func() result {
 				r = p.run(t, c.argv, nil, nil)
 				return r.result
 			})
-			oneErrorLine(t, r.Stderr)
+			itest.OneErrorLine(t, c.name, r.Stderr)
 			if c.marker != "" {
 				if _, err := os.Lstat(c.marker); err == nil {
 					t.Errorf("%s exists: the command www-data passed ran as %s", c.marker, runAs)
@@ -161,8 +160,8 @@ func testSudoInternals(t *testing.T, w *world, l *lab) {
 			t.Errorf("sudo cmesh-run schedule --bogus-flag: exit %d, want 2; stdout %q, stderr %q", r.Exit, r.Stdout, r.Stderr)
 		}
 		lines, raw, _ := readAudit(t, w.audit, off)
-		if len(lines) != 1 || lines[0].str("outcome") != "refused" || lines[0].str("requested_by") != webUser {
-			t.Errorf("want exactly one audit line, outcome refused, requested_by %s; got %d:\n%s", webUser, len(lines), strings.Join(raw, "\n"))
+		if len(lines) != 1 || lines[0].str("outcome") != "refused" || lines[0].str("requested_by") != itest.WebUser {
+			t.Errorf("want exactly one audit line, outcome refused, requested_by %s; got %d:\n%s", itest.WebUser, len(lines), strings.Join(raw, "\n"))
 		}
 		nothingNew(t, before, takeSnapshot(t, w))
 	})
@@ -176,11 +175,11 @@ func testSudoInternals(t *testing.T, w *world, l *lab) {
 		rec := recordAsWebUser(t, w, q.ID)
 		m := marker("wrap-sudo")
 		spec := specText(rec.Nonce, rec.Workdir, "PATH=/usr/bin:/bin")
-		expectDenied(t, w, webUser, false, func() result {
+		expectDenied(t, w, itest.WebUser, false, func() result {
 			argv := append([]string{"/bin/sh", "-c", `printf '%s' "$SPEC" | exec "$@"`, "sh"},
 				viaSudo("_wrap", "--state-dir", w.stateDir, "--id", q.ID, "--", "/bin/sh", "-c", "/usr/bin/touch "+m)...)
 			r := p.run(t, argv, map[string]string{"SPEC": spec}, nil).result
-			oneErrorLine(t, r.Stderr)
+			itest.OneErrorLine(t, "_wrap under sudo", r.Stderr)
 			return r
 		})
 		if _, err := os.Lstat(m); err == nil {
@@ -192,32 +191,13 @@ func testSudoInternals(t *testing.T, w *world, l *lab) {
 	})
 }
 
-// oneErrorLine fails t unless stderr is what a refusal prints: one "cmesh-run: error:" line,
-// perhaps a hint, and nothing else (no diagnostics of cmesh-run's own).
-func oneErrorLine(t *testing.T, stderr string) {
-	t.Helper()
-	n := 0
-	for _, line := range strings.Split(strings.TrimRight(stderr, "\n"), "\n") {
-		switch {
-		case strings.HasPrefix(line, "cmesh-run: error: "):
-			n++
-		case strings.HasPrefix(line, "hint: "), strings.HasPrefix(line, " "):
-		default:
-			t.Errorf("stderr has a line that is neither the error nor its hint: %q", line)
-		}
-	}
-	if n != 1 {
-		t.Errorf("stderr has %d \"cmesh-run: error:\" lines, want 1: %q", n, stderr)
-	}
-}
-
 // noWorkerLeft fails t when a `cmesh-run worker` of cmesh-test's still runs, and stops it by
 // its PID: only the worker case above can have started one.
 func noWorkerLeft(t *testing.T, w *world) {
 	t.Helper()
 	find := func() []int {
 		var pids []int
-		for _, pid := range processesOf(w.runUID) {
+		for _, pid := range itest.ProcessesOf(w.runUID) {
 			b, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
 			if err == nil && slices.Contains(strings.Split(string(b), "\x00"), "worker") {
 				pids = append(pids, pid)
@@ -225,7 +205,7 @@ func noWorkerLeft(t *testing.T, w *world) {
 		}
 		return pids
 	}
-	if ok, _ := eventually(5*time.Second, func() (bool, string) { return len(find()) == 0, "" }); !ok {
+	if !itest.Eventually(5*time.Second, func() bool { return len(find()) == 0 }) {
 		for _, pid := range find() {
 			t.Errorf("a cmesh-run worker of %s (pid %d) outlived its sudo call: SIGKILL", runAs, pid)
 			syscall.Kill(pid, syscall.SIGKILL)
@@ -276,141 +256,12 @@ func testForeignArgv(t *testing.T, w *world, l *lab) {
 // ---------------------------------------------------------------------------------------------
 // 3. Locks www-data can take
 
-// holderSrc opens everything under a dir that its user can open, locks each as hard as it may
-// (flock exclusive, else shared; an fcntl read lock on regular files), reports each, and
-// holds them until it is killed.
-const holderSrc = `package main
-
-import (
-	"fmt"
-	"io/fs"
-	"os"
-	"path/filepath"
-	"syscall"
-	"time"
-)
-
-func main() {
-	root := os.Args[1]
-	var held []*os.File
-	filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
-		rel, _ := filepath.Rel(root, p)
-		if err != nil {
-			fmt.Printf("skip %s: %v\n", rel, err)
-			return nil
-		}
-		f, err := os.OpenFile(p, os.O_RDONLY|syscall.O_NOFOLLOW|syscall.O_NONBLOCK, 0)
-		if err != nil {
-			fmt.Printf("noopen %s: %v\n", rel, err)
-			return nil
-		}
-		got := ""
-		if syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB) == nil {
-			got += " flock-ex"
-		} else if syscall.Flock(int(f.Fd()), syscall.LOCK_SH|syscall.LOCK_NB) == nil {
-			got += " flock-sh"
-		}
-		if d.Type().IsRegular() {
-			lk := syscall.Flock_t{Type: syscall.F_RDLCK}
-			if syscall.FcntlFlock(f.Fd(), syscall.F_SETLK, &lk) == nil {
-				got += " fcntl-rd"
-			}
-		}
-		held = append(held, f)
-		fmt.Printf("held %s%s\n", rel, got)
-		return nil
-	})
-	fmt.Printf("ready %d\n", len(held))
-	for {
-		time.Sleep(time.Hour)
-	}
-}
-`
-
-// buildHolder builds holderSrc into dir/holder (mode 0755: www-data runs it).
-func buildHolder(t *testing.T, dir string) string {
-	t.Helper()
-	src := filepath.Join(dir, "holder-src")
-	must(t, os.Mkdir(src, 0o755))
-	must(t, os.WriteFile(filepath.Join(src, "go.mod"), []byte("module holder\n\ngo 1.21\n"), 0o644))
-	must(t, os.WriteFile(filepath.Join(src, "main.go"), []byte(holderSrc), 0o644))
-	bin := filepath.Join(dir, "holder")
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, "go", "build", "-o", bin, ".")
-	cmd.Dir = src
-	cmd.Env = append(os.Environ(), "CGO_ENABLED=0", "GOFLAGS=", "GOWORK=off", "GOTOOLCHAIN=local")
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("go build the lock holder: %v\n%s", err, out)
-	}
-	must(t, os.Chmod(bin, 0o755))
-	return bin
-}
-
-// holder is a running lock holder.
-type holder struct {
-	cmd   *exec.Cmd
-	mu    sync.Mutex
-	lines []string
-	done  chan struct{}
-	once  sync.Once
-}
-
-// stop kills the holder by its PID and waits for it; the kernel drops its locks.
-func (h *holder) stop() {
-	h.once.Do(func() {
-		h.cmd.Process.Kill()
-		<-h.done
-	})
-}
-
-func (h *holder) output() []string {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	return slices.Clone(h.lines)
-}
-
-// startHolder runs the holder on dir as user name and waits until it holds everything it
-// could take; cleanup kills it by its PID.
-func startHolder(t *testing.T, bin, name, dir string) *holder {
-	t.Helper()
-	h := &holder{done: make(chan struct{})}
-	h.cmd = exec.Command(bin, dir)
-	h.cmd.Env = []string{"PATH=/usr/bin:/bin"}
-	h.cmd.Dir = "/"
-	h.cmd.SysProcAttr = &syscall.SysProcAttr{Credential: credentialOf(t, name)}
-	out, err := h.cmd.StdoutPipe()
-	must(t, err)
-	must(t, h.cmd.Start())
-	go func() {
-		sc := bufio.NewScanner(out)
-		for sc.Scan() {
-			h.mu.Lock()
-			h.lines = append(h.lines, sc.Text())
-			h.mu.Unlock()
-		}
-		h.cmd.Wait()
-		close(h.done)
-	}()
-	t.Cleanup(h.stop)
-	poll(t, 30*time.Second, "the lock holder to take its locks", func() (bool, string) {
-		select {
-		case <-h.done:
-			t.Fatalf("the lock holder exited: %v\n%s", h.cmd.ProcessState, strings.Join(h.output(), "\n"))
-		default:
-		}
-		lines := h.output()
-		return len(lines) > 0 && strings.HasPrefix(lines[len(lines)-1], "ready "), fmt.Sprintf("%d lines", len(lines))
-	})
-	return h
-}
-
 func testLocksHeld(t *testing.T, w *world, l *lab) {
 	const limit = 12 // seconds per call; the FPM request itself is cut at 20
 	// drain and --unique create their lock files on first use: take them once before the
-	// holder starts, so that it finds them.
+	// locker starts, so that it finds them.
 	if r := runAsUser(t, runAs, "", 30*time.Second, installed, "drain"); r.Exit != 0 {
-		t.Fatalf("drain as %s before the holder: exit %d, stderr %q", runAs, r.Exit, r.Stderr)
+		t.Fatalf("drain as %s before the locker: exit %d, stderr %q", runAs, r.Exit, r.Stderr)
 	}
 	running := sudoSchedule(t, w, "--unique", "--profile", "sleep", "--arg", "tag=held")
 	defer cancelJob(t, w, running.ID)
@@ -420,19 +271,19 @@ func testLocksHeld(t *testing.T, w *world, l *lab) {
 	drained := queuedJob(t, w, "lockdrain")
 	defer cancelJob(t, w, drained.ID)
 
-	h := startHolder(t, l.holder, webUser, w.stateDir)
-	defer h.stop() // before the deferred cancels: they must not meet the held locks
+	h := itest.StartLocker(t, l.locker, itest.LookupAccount(t, itest.WebUser), w.stateDir)
+	defer h.Stop() // before the deferred cancels: they must not meet the held locks
 	var held []string
-	for _, line := range h.output() {
-		if strings.HasPrefix(line, "held ") && strings.Contains(line, " flock-") {
-			held = append(held, strings.TrimPrefix(line, "held "))
+	for _, lk := range h.Held() {
+		if strings.Contains(lk.Kinds, "flock-") {
+			held = append(held, lk.String())
 		}
 	}
 	t.Logf("www-data holds %d locks in the state dir:\n%s", len(held), strings.Join(held, "\n"))
-	// The holder reaches what www-data can read, or this test would prove nothing.
+	// The locker reaches what www-data can read, or this test would prove nothing.
 	for _, id := range []string{running.ID, queued.ID} {
 		if !slices.ContainsFunc(held, func(s string) bool { return strings.HasPrefix(s, "jobs/"+id+".out ") }) {
-			t.Fatalf("the holder got no lock on jobs/%s.out (it can read it): its report:\n%s", id, strings.Join(h.output(), "\n"))
+			t.Fatalf("the locker got no lock on jobs/%s.out (it can read it): its report:\n%s", id, strings.Join(h.Report(), "\n"))
 		}
 	}
 
@@ -497,12 +348,12 @@ func testLocksHeld(t *testing.T, w *world, l *lab) {
 		if r.Exit != 0 {
 			t.Errorf("drain as %s: exit %d, stderr %q", runAs, r.Exit, r.Stderr)
 		}
-		ok, why := eventually(time.Duration(limit)*time.Second, func() (bool, string) {
-			j := sudoStatus(t, w, drained.ID)
-			return j.State != "queued", j.State
-		})
-		if !ok {
-			t.Errorf("drain left job %s %s while www-data holds the state dir's files", drained.ID, why)
+		var state string
+		if !itest.Eventually(time.Duration(limit)*time.Second, func() bool {
+			state = sudoStatus(t, w, drained.ID).State
+			return state != "queued"
+		}) {
+			t.Errorf("drain left job %s %s while www-data holds the state dir's files", drained.ID, state)
 		}
 	})
 
@@ -535,7 +386,7 @@ func testCeilings(t *testing.T, w *world) {
 		{"--retries 3 is above the profile's (and config's) none", "--retries", "3"},
 	} {
 		t.Run(c.name, func(t *testing.T) {
-			expectDenied(t, w, webUser, true, func() result { return w.pool.sudo(t, prof("ceiling", c.flag, c.value)...).result })
+			expectDenied(t, w, itest.WebUser, true, func() result { return w.pool.sudo(t, prof("ceiling", c.flag, c.value)...).result })
 		})
 	}
 	t.Run("--timeout 30s tightens it", func(t *testing.T) {
@@ -546,7 +397,7 @@ func testCeilings(t *testing.T, w *world) {
 		var rec struct {
 			Timeout *string `json:"timeout"`
 		}
-		must(t, json.Unmarshal(readFile(t, recordPath(w, j.ID)), &rec))
+		itest.Must(t, json.Unmarshal(readFile(t, recordPath(w, j.ID)), &rec))
 		if rec.Timeout == nil || *rec.Timeout != "30s" {
 			t.Errorf("record's timeout %v, want 30s", rec.Timeout)
 		}
@@ -573,9 +424,9 @@ func testAuditCancelAndSize(t *testing.T, w *world) {
 		var lines []auditLine
 		var raw []string
 		// cancel returns once the job has ended; the wrapper may write the line as it ends.
-		eventually(5*time.Second, func() (bool, string) {
+		itest.Eventually(5*time.Second, func() bool {
 			lines, raw, _ = readAudit(t, w.audit, off)
-			return len(lines) > 0, ""
+			return len(lines) > 0
 		})
 		if len(lines) != 1 || lines[0].str("outcome") != "canceled" || lines[0].str("id") != j.ID {
 			t.Errorf("want exactly one audit line, outcome canceled, id %s; got %d:\n%s", j.ID, len(lines), strings.Join(raw, "\n"))
@@ -584,7 +435,7 @@ func testAuditCancelAndSize(t *testing.T, w *world) {
 	sizeCase := func(name string, args []string) {
 		t.Run(name, func(t *testing.T) {
 			_, _, off := readAudit(t, w.audit, 0)
-			expectDenied(t, w, webUser, true, func() result { return p.sudo(t, args...).result })
+			expectDenied(t, w, itest.WebUser, true, func() result { return p.sudo(t, args...).result })
 			_, raw, _ := readAudit(t, w.audit, off)
 			for _, l := range raw {
 				if len(l) > maxAuditLine {
@@ -620,7 +471,7 @@ func labConfig(t *testing.T, l *lab, name, extra string) (conf, stateDir string)
 	t.Helper()
 	conf = filepath.Join(l.dir, name+".toml")
 	stateDir = filepath.Join(l.dir, name+"-state")
-	must(t, os.WriteFile(conf, []byte(fmt.Sprintf("backend = \"at\"\nstate_dir = %q\nallow_free_commands = true\n%s", stateDir, extra)), 0o644))
+	itest.Must(t, os.WriteFile(conf, []byte(fmt.Sprintf("backend = \"at\"\nstate_dir = %q\nallow_free_commands = true\n%s", stateDir, extra)), 0o644))
 	return conf, stateDir
 }
 
@@ -689,7 +540,7 @@ func testAuditFallback(t *testing.T, w *world, l *lab) {
 func testDashPatterns(t *testing.T, l *lab) {
 	check := func(file, profile, pattern string) (result, []string) {
 		path := filepath.Join(l.dir, file)
-		must(t, os.WriteFile(path, []byte(fmt.Sprintf("[profiles.%s]\ncommand = [\"/bin/echo\", \"{target}\"]\nargs = { target = %q }\n", profile, pattern)), 0o644))
+		itest.Must(t, os.WriteFile(path, []byte(fmt.Sprintf("[profiles.%s]\ncommand = [\"/bin/echo\", \"{target}\"]\nargs = { target = %q }\n", profile, pattern)), 0o644))
 		r := runAsRoot(t, rootEnv(), installed, "config", "check", path)
 		var naming []string
 		for _, line := range strings.Split(r.Stdout+r.Stderr, "\n") {
@@ -722,7 +573,7 @@ func testDashPatterns(t *testing.T, l *lab) {
 
 func testExactValues(t *testing.T, w *world) {
 	t.Run("--arg org=mars\\n: refused by its pattern", func(t *testing.T) {
-		expectDenied(t, w, webUser, true, func() result {
+		expectDenied(t, w, itest.WebUser, true, func() result {
 			return w.pool.sudo(t, "schedule", "--json", "--profile", "build", "--arg", "org=mars\n", "--arg", "name=nl").result
 		})
 	})
@@ -750,13 +601,13 @@ func testControlChars(t *testing.T, w *world, l *lab) {
 	if r.Exit != 0 || json.Unmarshal([]byte(lastLine(r.Stdout)), &j) != nil {
 		t.Fatalf("schedule as root: exit %d, stdout %q, stderr %q", r.Exit, r.Stdout, r.Stderr)
 	}
-	poll(t, 30*time.Second, "job "+j.ID+" to finish", func() (bool, string) {
+	itest.Poll(t, 30*time.Second, "job "+j.ID+" to finish", func() (bool, string) {
 		var s job
 		r := cli("status", "--json", j.ID)
 		if r.Exit != 0 || json.Unmarshal([]byte(r.Stdout), &s) != nil {
 			t.Fatalf("status --json: exit %d %q %q", r.Exit, r.Stdout, r.Stderr)
 		}
-		return finished(s.State), s.State
+		return itest.Finished(s.State), s.State
 	})
 	var js job
 	if r := cli("status", "--json", j.ID); json.Unmarshal([]byte(r.Stdout), &js) != nil || !slices.Equal(js.Command, []string{"/bin/echo", evil}) {
@@ -795,13 +646,13 @@ func testRootJobFiles(t *testing.T, w *world, l *lab) {
 		if r.Exit != 0 || json.Unmarshal([]byte(lastLine(r.Stdout)), &j) != nil {
 			t.Fatalf("schedule as root with %s: exit %d, stdout %q, stderr %q", conf, r.Exit, r.Stdout, r.Stderr)
 		}
-		poll(t, 30*time.Second, "root's job "+j.ID+" to finish", func() (bool, string) {
+		itest.Poll(t, 30*time.Second, "root's job "+j.ID+" to finish", func() (bool, string) {
 			var s job
 			r := runAsRoot(t, rootEnv(), installed, "--config", conf, "status", "--json", j.ID)
 			if r.Exit != 0 || json.Unmarshal([]byte(r.Stdout), &s) != nil {
 				t.Fatalf("status --json as root: exit %d %q %q", r.Exit, r.Stdout, r.Stderr)
 			}
-			return finished(s.State), s.State
+			return itest.Finished(s.State), s.State
 		})
 		for _, path := range []string{recordPath(w, j.ID), filepath.Join(w.stateDir, "jobs", j.ID+".out")} {
 			st, o, _ := statOwner(t, path)
@@ -817,7 +668,7 @@ func testRootJobFiles(t *testing.T, w *world, l *lab) {
 	t.Run("default: 0600, www-data cannot read them", func(t *testing.T) { check(t, confFile, 0o600) })
 	t.Run("root_jobs_readable = true: 0640", func(t *testing.T) {
 		conf := filepath.Join(l.dir, "readable.toml")
-		must(t, os.WriteFile(conf, []byte("root_jobs_readable = true\n"+w.attackConfig()), 0o644))
+		itest.Must(t, os.WriteFile(conf, []byte("root_jobs_readable = true\n"+w.attackConfig()), 0o644))
 		check(t, conf, 0o640)
 	})
 }
@@ -901,9 +752,9 @@ func sudoWithin(t *testing.T, p *pool, secs int, args ...string) pageResult {
 
 func waitState(t *testing.T, w *world, id, state string) {
 	t.Helper()
-	poll(t, 30*time.Second, "job "+id+" to be "+state, func() (bool, string) {
+	itest.Poll(t, 30*time.Second, "job "+id+" to be "+state, func() (bool, string) {
 		j := sudoStatus(t, w, id)
-		if finished(j.State) && state != j.State {
+		if itest.Finished(j.State) && state != j.State {
 			t.Fatalf("job %s ended %v while waiting for %s", id, j, state)
 		}
 		return j.State == state, j.State
@@ -913,9 +764,9 @@ func waitState(t *testing.T, w *world, id, state string) {
 func waitFinished(t *testing.T, w *world, id string) job {
 	t.Helper()
 	var j job
-	poll(t, 30*time.Second, "job "+id+" to finish", func() (bool, string) {
+	itest.Poll(t, 30*time.Second, "job "+id+" to finish", func() (bool, string) {
 		j = sudoStatus(t, w, id)
-		return finished(j.State), j.State
+		return itest.Finished(j.State), j.State
 	})
 	return j
 }
@@ -924,40 +775,12 @@ func waitFinished(t *testing.T, w *world, id string) job {
 // finished is left alone.
 func cancelJob(t *testing.T, w *world, id string) {
 	t.Helper()
-	if j := sudoStatus(t, w, id); finished(j.State) {
+	if j := sudoStatus(t, w, id); itest.Finished(j.State) {
 		return
 	}
 	if r := sudoWithin(t, w.pool, 15, "cancel", "--grace", "1s", id); r.Exit != 0 {
 		t.Errorf("cleanup: sudo cancel %s: exit %d, stderr %q", id, r.Exit, r.Stderr)
 	}
-}
-
-// eventually is a poll that reports instead of failing: the caller says what a timeout means.
-func eventually(timeout time.Duration, check func() (bool, string)) (bool, string) {
-	deadline := time.Now().Add(timeout)
-	for {
-		ok, why := check()
-		if ok || time.Now().After(deadline) {
-			return ok, why
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-}
-
-func credentialOf(t *testing.T, name string) *syscall.Credential {
-	t.Helper()
-	u, err := user.Lookup(name)
-	must(t, err)
-	uid, _ := strconv.Atoi(u.Uid)
-	gid, _ := strconv.Atoi(u.Gid)
-	c := &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid)}
-	gids, err := u.GroupIds()
-	must(t, err)
-	for _, g := range gids {
-		n, _ := strconv.Atoi(g)
-		c.Groups = append(c.Groups, uint32(n))
-	}
-	return c
 }
 
 // runAsUser runs argv as user name, not through sudo (real and effective uid are the user's,
@@ -967,27 +790,21 @@ func runAsUser(t *testing.T, name, stdin string, timeout time.Duration, argv ...
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, argv[0], argv[1:]...)
-	cmd.Env = []string{"PATH=" + rootPath, "HOME=/", "LANG=C.UTF-8"}
+	cmd.Env = []string{"PATH=" + itest.StdPath, "HOME=/", "LANG=C.UTF-8"}
 	cmd.Dir = "/"
-	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: credentialOf(t, name)}
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: itest.LookupAccount(t, name).Credential()}
 	cmd.Stdin = strings.NewReader(stdin)
 	cmd.WaitDelay = 2 * time.Second // a detached child may keep our pipes open
-	var o, e bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &o, &e
-	err := cmd.Run()
-	r := result{Stdout: o.String(), Stderr: e.String()}
-	var ee *exec.ExitError
+	r, err := itest.Run(cmd)
 	switch {
 	case ctx.Err() != nil:
 		t.Errorf("%q as %s did not finish within %v", argv, name, timeout)
 		r.Exit = -1
-	case err == nil, errors.Is(err, exec.ErrWaitDelay):
-	case errors.As(err, &ee) && ee.ExitCode() >= 0:
-		r.Exit = ee.ExitCode()
+	case err == nil && r.Exit >= 0, errors.Is(err, exec.ErrWaitDelay):
 	default:
-		t.Fatalf("run %q as %s: %v (stderr %q)", argv, name, err, e.String())
+		t.Fatalf("run %q as %s: %v, exit %d (stderr %q)", argv, name, err, r.Exit, r.Stderr)
 	}
-	return r
+	return result{Exit: r.Exit, Stdout: r.Stdout, Stderr: r.Stderr}
 }
 
 func lastLine(s string) string {

@@ -25,13 +25,10 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
-	"net"
 	"os"
 	"os/exec"
 	"os/user"
 	"path/filepath"
-	"regexp"
-	"sort"
 	"strconv"
 	"strings"
 	"syscall"
@@ -41,36 +38,19 @@ import (
 	"github.com/cmesh/cmesh-run/test/itest"
 )
 
-// Helpers shared with the other integration suites.
-var (
-	alive       = itest.Alive
-	finished    = itest.Finished
-	must        = itest.Must
-	poll        = itest.Poll
-	writeSynced = itest.WriteSynced
-)
-
 const (
-	fpmBin     = "/usr/sbin/php-fpm8.2"
-	cgiFcgi    = "/usr/bin/cgi-fcgi"
 	sudoBin    = "/usr/bin/sudo"
 	visudoBin  = "/usr/sbin/visudo"
-	atBin      = "/usr/bin/at"
-	atqBin     = "/usr/bin/atq"
 	atrmBin    = "/usr/bin/atrm"
 	useraddBin = "/usr/sbin/useradd"
 	userdelBin = "/usr/sbin/userdel"
 	groupdel   = "/usr/sbin/groupdel"
-	atdPID     = "/run/atd.pid"
 
-	webUser   = "www-data"
 	runAs     = "cmesh-test"
 	installed = "/usr/local/bin/cmesh-run"
 	sudoers   = "/etc/sudoers.d/cmesh-run"
 	confDir   = "/etc/cmesh-run"
 	confFile  = "/etc/cmesh-run/config.toml"
-	atDeny    = "/etc/at.deny"
-	atAllow   = "/etc/at.allow"
 	mailSpool = "/var/mail/" + runAs
 
 	backupDir = "/var/tmp/cmesh-sudo-test.backup"
@@ -78,58 +58,20 @@ const (
 	lockFile  = "/var/tmp/cmesh-sudo-test.lock"
 
 	poolSecret = "pool-secret-hunter2"
-	rootPath   = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 )
-
-var idPattern = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$`)
 
 // ---------------------------------------------------------------------------------------------
 // Preconditions
 
-func requireIntegration(t *testing.T) string {
-	t.Helper()
-	if err := checkPrerequisites(); err != nil {
-		msg := "SUDO INTEGRATION TESTS NOT RUN: " + err.Error()
-		if os.Getenv("CMESH_RUN_REQUIRE_INTEGRATION") == "1" {
-			t.Fatal(msg + " (CMESH_RUN_REQUIRE_INTEGRATION=1)")
-		}
-		fmt.Fprintf(os.Stderr, "\n!!!!!!!! %s\n!!!!!!!! (set CMESH_RUN_REQUIRE_INTEGRATION=1 to make this a failure)\n\n", msg)
-		t.Skip(msg)
-	}
-	return os.Getenv("CMESH_RUN_BIN")
-}
-
-func checkPrerequisites() error {
-	bin := os.Getenv("CMESH_RUN_BIN")
-	if bin == "" {
-		return errors.New("CMESH_RUN_BIN is not set (give the absolute path of a built cmesh-run)")
-	}
-	if !filepath.IsAbs(bin) {
-		return fmt.Errorf("CMESH_RUN_BIN=%q is not an absolute path", bin)
-	}
-	if fi, err := os.Stat(bin); err != nil || !fi.Mode().IsRegular() || fi.Mode()&0o111 == 0 {
-		return fmt.Errorf("CMESH_RUN_BIN=%q is not an executable file", bin)
-	}
-	if os.Geteuid() != 0 {
-		return errors.New("must run as root (runs cmesh-run setup --write: a user, a sudo rule, /etc files)")
-	}
-	for _, tool := range []string{fpmBin, cgiFcgi, sudoBin, visudoBin, atBin, atqBin, atrmBin, useraddBin, userdelBin, "/usr/bin/env"} {
-		if fi, err := os.Stat(tool); err != nil || fi.Mode()&0o111 == 0 {
-			return fmt.Errorf("%s is missing (apt-get install php-fpm php-cli libfcgi-bin at sudo)", tool)
-		}
-	}
-	if _, err := user.Lookup(webUser); err != nil {
-		return fmt.Errorf("user %s: %v", webUser, err)
-	}
-	raw, err := os.ReadFile(atdPID)
-	if err != nil {
-		return fmt.Errorf("atd is not running: %v (start /usr/sbin/atd)", err)
-	}
-	pid, err := strconv.Atoi(strings.TrimSpace(string(raw)))
-	if err != nil || pid <= 0 || !alive(pid) {
-		return fmt.Errorf("atd is not running: %s names no live process (start /usr/sbin/atd)", atdPID)
-	}
-	return nil
+// needs is what the suite needs of the machine.
+var needs = itest.Needs{
+	Binary: true,
+	Root:   "runs cmesh-run setup --write: a user, a sudo rule, /etc files",
+	Tools: []string{itest.FPMBin, itest.CGIFcgi, sudoBin, visudoBin, itest.AtBin, itest.AtqBin, atrmBin,
+		useraddBin, userdelBin, itest.EnvBin},
+	Install: "php-fpm php-cli libfcgi-bin at sudo",
+	Users:   []string{itest.WebUser},
+	Atd:     true,
 }
 
 // lockSuite keeps two runs of this suite apart (they would share the user and /etc files).
@@ -140,7 +82,7 @@ func lockSuite(t *testing.T) {
 	deadline := time.Now().Add(60 * time.Second)
 	for {
 		f, err := os.OpenFile(lockFile, os.O_RDWR|os.O_CREATE, 0o600)
-		must(t, err)
+		itest.Must(t, err)
 		if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
 			f.Close()
 			if time.Now().After(deadline) {
@@ -187,7 +129,7 @@ type manifest struct {
 // managed are the paths the suite (or setup --write) may create or change; directories come
 // before what they hold (restore walks the list backwards).
 var managed = []string{
-	confDir, confFile, sudoers, sudoers + ".tmp", installed, atDeny, atAllow, mailSpool,
+	confDir, confFile, sudoers, sudoers + ".tmp", installed, itest.AtDeny, itest.AtAllow, mailSpool,
 }
 
 // repairCrashedRun restores the machine when a killed run left its manifest behind.
@@ -197,11 +139,11 @@ func repairCrashedRun(t *testing.T) {
 	if errors.Is(err, fs.ErrNotExist) {
 		if _, err := os.Stat(backupDir); err == nil {
 			// Killed before its manifest was written: nothing had been changed yet.
-			must(t, os.RemoveAll(backupDir))
+			itest.Must(t, os.RemoveAll(backupDir))
 		}
 		return
 	}
-	must(t, err)
+	itest.Must(t, err)
 	var m manifest
 	if err := json.Unmarshal(raw, &m); err != nil {
 		t.Fatalf("%s is corrupt (%v): repair the machine by hand from %s", manifestF, err, backupDir)
@@ -215,7 +157,7 @@ func repairCrashedRun(t *testing.T) {
 // saveMachine records the state of every managed path, in backupDir, before anything changes.
 func saveMachine(t *testing.T, root string) *manifest {
 	t.Helper()
-	must(t, os.MkdirAll(backupDir, 0o700))
+	itest.Must(t, os.MkdirAll(backupDir, 0o700))
 	m := &manifest{Root: root, Started: time.Now().UTC().Format(time.RFC3339)}
 	_, err := user.LookupGroup(runAs)
 	m.GroupExisted = err == nil
@@ -231,9 +173,9 @@ func saveMachine(t *testing.T, root string) *manifest {
 		case st.Mode().IsRegular():
 			s.Existed = true
 			data, err := os.ReadFile(p)
-			must(t, err)
+			itest.Must(t, err)
 			s.Copy = filepath.Join(backupDir, fmt.Sprintf("%02d-%s", i, filepath.Base(p)))
-			must(t, writeSynced(s.Copy, data, 0o600))
+			itest.Must(t, itest.WriteSynced(s.Copy, data, 0o600))
 		default:
 			t.Fatalf("%s is neither a regular file nor a directory (%v): the suite will not touch it", p, st.Mode())
 		}
@@ -244,11 +186,11 @@ func saveMachine(t *testing.T, root string) *manifest {
 		m.Paths = append(m.Paths, s)
 	}
 	data, err := json.MarshalIndent(m, "", "  ")
-	must(t, err)
+	itest.Must(t, err)
 	// The manifest is the commit point: from now on a killed run is repaired by the next.
-	must(t, writeSynced(manifestF+".tmp", data, 0o600))
-	must(t, os.Rename(manifestF+".tmp", manifestF))
-	syncDir(backupDir)
+	itest.Must(t, itest.WriteSynced(manifestF+".tmp", data, 0o600))
+	itest.Must(t, os.Rename(manifestF+".tmp", manifestF))
+	itest.SyncDir(backupDir)
 	return m
 }
 
@@ -271,7 +213,7 @@ func restoreMachine(logf func(string, ...any), m *manifest) []error {
 		if fi, err := os.Stat(filepath.Join(stateDir, "active")); err == nil && fi.IsDir() {
 			ents, _ := os.ReadDir(filepath.Join(stateDir, "active"))
 			for _, ent := range ents {
-				if !idPattern.MatchString(ent.Name()) {
+				if !itest.IDPattern.MatchString(ent.Name()) {
 					continue
 				}
 				out, err := rootCommand(15*time.Second, installed, "--state-dir", stateDir, "cancel", "--grace", "1s", ent.Name())
@@ -281,13 +223,14 @@ func restoreMachine(logf func(string, ...any), m *manifest) []error {
 				logf("restore: cancel leftover job %s: %v %s", ent.Name(), err, strings.TrimSpace(out))
 			}
 		}
-		for _, n := range atJobsOf(runAs) {
-			out, err := rootCommand(10*time.Second, atrmBin, strconv.Itoa(n))
-			logf("restore: atrm %d (a job of %s): %v %s", n, runAs, err, strings.TrimSpace(out))
+		jobs, _ := itest.AtJobs(runAs)
+		for _, n := range jobs {
+			out, err := rootCommand(10*time.Second, atrmBin, n)
+			logf("restore: atrm %s (a job of %s): %v %s", n, runAs, err, strings.TrimSpace(out))
 		}
 		deadline := time.Now().Add(10 * time.Second)
 		for {
-			pids := processesOf(uid)
+			pids := itest.ProcessesOf(uid)
 			if len(pids) == 0 {
 				break
 			}
@@ -297,7 +240,7 @@ func restoreMachine(logf func(string, ...any), m *manifest) []error {
 					syscall.Kill(pid, syscall.SIGKILL)
 				}
 				deadline = time.Now().Add(5 * time.Second)
-				if len(processesOf(uid)) > 0 {
+				if len(itest.ProcessesOf(uid)) > 0 {
 					time.Sleep(100 * time.Millisecond)
 					continue
 				}
@@ -362,7 +305,7 @@ func restoreMachine(logf func(string, ...any), m *manifest) []error {
 		if err := os.Remove(manifestF); err != nil && !errors.Is(err, fs.ErrNotExist) {
 			fail(err)
 		}
-		syncDir(backupDir)
+		itest.SyncDir(backupDir)
 		fail(os.RemoveAll(backupDir))
 	}
 	return errs
@@ -386,9 +329,7 @@ func stopLeftoverPool(logf func(string, ...any), root string) {
 	}
 	logf("restore: php-fpm %d of the interrupted run is still running: SIGTERM", pid)
 	syscall.Kill(pid, syscall.SIGTERM)
-	for deadline := time.Now().Add(5 * time.Second); alive(pid) && time.Now().Before(deadline); {
-		time.Sleep(50 * time.Millisecond)
-	}
+	itest.Eventually(5*time.Second, func() bool { return !itest.Alive(pid) })
 	if syscall.Kill(-pid, 0) == nil {
 		syscall.Kill(-pid, syscall.SIGKILL)
 	}
@@ -458,7 +399,7 @@ func rootCommand(timeout time.Duration, prog string, args ...string) (string, er
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, prog, args...)
-	cmd.Env = []string{"PATH=" + rootPath, "HOME=/root", "LANG=C.UTF-8"}
+	cmd.Env = []string{"PATH=" + itest.StdPath, "HOME=/root", "LANG=C.UTF-8"}
 	cmd.Dir = "/"
 	out, err := cmd.CombinedOutput()
 	return string(out), err
@@ -476,123 +417,39 @@ func runAsRoot(t *testing.T, env []string, prog string, args ...string) result {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, prog, args...)
-	cmd.Env = env
-	cmd.Dir = "/"
-	var o, e bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &o, &e
-	err := cmd.Run()
-	r := result{Stdout: o.String(), Stderr: e.String()}
-	var ee *exec.ExitError
-	switch {
-	case err == nil:
-	case errors.As(err, &ee) && ee.ExitCode() >= 0:
-		r.Exit = ee.ExitCode()
-	default:
-		t.Fatalf("run %s %q: %v (stderr %q)", prog, args, err, e.String())
+	cmd.Env, cmd.Dir = env, "/"
+	r, err := itest.Run(cmd)
+	if err != nil || r.Exit < 0 {
+		t.Fatalf("run %s %q: %v, exit %d (stderr %q)", prog, args, err, r.Exit, r.Stderr)
 	}
-	return r
-}
-
-// atJobsOf lists the numbers of the at jobs of user name, as root's atq shows them.
-func atJobsOf(name string) []int {
-	out, err := rootCommand(10*time.Second, atqBin)
-	if err != nil {
-		return nil
-	}
-	var nums []int
-	for _, line := range strings.Split(out, "\n") {
-		f := strings.Fields(line)
-		if len(f) < 3 || f[len(f)-1] != name {
-			continue
-		}
-		if n, err := strconv.Atoi(f[0]); err == nil {
-			nums = append(nums, n)
-		}
-	}
-	sort.Ints(nums)
-	return nums
-}
-
-// processesOf lists the processes whose real or effective uid is uid.
-func processesOf(uid int) []int {
-	var pids []int
-	ents, _ := os.ReadDir("/proc")
-	for _, ent := range ents {
-		pid, err := strconv.Atoi(ent.Name())
-		if err != nil {
-			continue
-		}
-		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
-		if err != nil {
-			continue
-		}
-		for _, line := range strings.Split(string(b), "\n") {
-			if f := strings.Fields(line); len(f) >= 3 && f[0] == "Uid:" {
-				if f[1] == strconv.Itoa(uid) || f[2] == strconv.Itoa(uid) {
-					pids = append(pids, pid)
-				}
-				break
-			}
-		}
-	}
-	return pids
+	return result{Exit: r.Exit, Stdout: r.Stdout, Stderr: r.Stderr}
 }
 
 // ---------------------------------------------------------------------------------------------
 // PHP-FPM: a pool as www-data with two pages
 
-// pool is a running PHP-FPM pool and the tree of its pages.
+// pool is the suite's PHP-FPM pool and the tree of its pages.
 type pool struct {
-	t      *testing.T
+	*itest.Pool
 	www    string
-	conf   string
-	sock   string
-	log    string
-	pid    int
-	done   chan struct{}
 	secret string
 }
 
 func writePool(t *testing.T, root string) *pool {
 	t.Helper()
 	p := &pool{
-		t: t, www: filepath.Join(root, "www"), conf: filepath.Join(root, "fpm", "fpm.conf"),
-		sock: filepath.Join(root, "fpm", "app.sock"), log: filepath.Join(root, "fpm", "fpm.log"),
+		Pool: itest.NewPool(t, filepath.Join(root, "fpm"), itest.PoolConfig{Settings: []string{
+			"pm.max_children = 2",
+			"request_terminate_timeout = 20s",
+			"env[DB_PASSWORD] = " + poolSecret,
+		}}),
+		www:    filepath.Join(root, "www"),
 		secret: "x-secret-" + strconv.FormatInt(time.Now().UnixNano(), 36),
 	}
-	for _, d := range []string{"www", "fpm", "php/src"} {
-		must(t, os.MkdirAll(filepath.Join(root, d), 0o755))
-	}
-	srcs, err := filepath.Glob("../../php/src/*.php")
-	if err != nil || len(srcs) == 0 {
-		t.Fatalf("PHP client not found in ../../php/src (%v)", err)
-	}
-	for _, src := range srcs {
-		data, err := os.ReadFile(src)
-		must(t, err)
-		must(t, os.WriteFile(filepath.Join(root, "php", "src", filepath.Base(src)), data, 0o644))
-	}
-	must(t, os.WriteFile(filepath.Join(p.www, "run.php"), []byte(runPage), 0o644))
-	must(t, os.WriteFile(filepath.Join(p.www, "client.php"), []byte(clientPage), 0o644))
-	must(t, os.WriteFile(p.conf, []byte(fmt.Sprintf(`[global]
-pid = %[1]s/fpm/fpm.pid
-error_log = %[2]s
-daemonize = no
-
-[app]
-user = www-data
-group = www-data
-listen = %[3]s
-listen.owner = root
-listen.group = root
-listen.mode = 0660
-pm = static
-pm.max_children = 2
-request_terminate_timeout = 20s
-clear_env = yes
-env[DB_PASSWORD] = %[4]s
-catch_workers_output = yes
-`, root, p.log, p.sock, poolSecret)), 0o644))
+	itest.Must(t, os.MkdirAll(p.www, 0o755))
+	itest.CopyPHPClient(t, root)
+	itest.Must(t, os.WriteFile(filepath.Join(p.www, "run.php"), []byte(runPage), 0o644))
+	itest.Must(t, os.WriteFile(filepath.Join(p.www, "client.php"), []byte(clientPage), 0o644))
 	return p
 }
 
@@ -670,101 +527,22 @@ header('Content-Type: application/json');
 echo json_encode($out, JSON_UNESCAPED_SLASHES | JSON_INVALID_UTF8_SUBSTITUTE), "\n";
 `
 
-// start starts the pool in its own process group and waits until it answers; cleanup stops
-// it by its PID.
-func (p *pool) start() {
-	t := p.t
-	t.Helper()
-	if out, err := exec.Command(fpmBin, "-t", "-y", p.conf).CombinedOutput(); err != nil {
-		t.Fatalf("%s -t -y %s: %v\n%s", fpmBin, p.conf, err, out)
-	}
-	logf, err := os.OpenFile(p.log, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o644)
-	must(t, err)
-	cmd := exec.Command(fpmBin, "-F", "-y", p.conf)
-	cmd.Env = []string{"PATH=" + rootPath}
-	cmd.Stdout, cmd.Stderr = logf, logf
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	logf.Close()
-	p.pid, p.done = cmd.Process.Pid, make(chan struct{})
-	go func() { cmd.Wait(); close(p.done) }()
-	t.Cleanup(p.stop)
-	t.Cleanup(func() {
-		if t.Failed() {
-			if log, err := os.ReadFile(p.log); err == nil {
-				t.Logf("php-fpm log:\n%s", log)
-			}
-		}
-	})
-	poll(t, 10*time.Second, "php-fpm to listen on "+p.sock, func() (bool, string) {
-		select {
-		case <-p.done:
-			t.Fatalf("php-fpm exited at start: %v", cmd.ProcessState)
-		default:
-		}
-		c, err := net.Dial("unix", p.sock)
-		if err != nil {
-			return false, err.Error()
-		}
-		c.Close()
-		return true, ""
-	})
-}
-
-// stop ends the master by its PID (SIGQUIT, then SIGTERM), then whatever is left of its
-// process group.
-func (p *pool) stop() {
-	for _, sig := range []syscall.Signal{syscall.SIGQUIT, syscall.SIGTERM} {
-		select {
-		case <-p.done:
-		default:
-			syscall.Kill(p.pid, sig)
-			select {
-			case <-p.done:
-			case <-time.After(5 * time.Second):
-			}
-		}
-	}
-	if syscall.Kill(-p.pid, 0) == nil {
-		syscall.Kill(-p.pid, syscall.SIGKILL)
-	}
-	<-p.done
-}
-
 // request sends one FastCGI request for page, as a web server would: POST with the JSON
 // request as its body (a query string cannot carry a 10 KB argument through cgi-fcgi), and
 // decodes the JSON answer.
 func (p *pool) request(t *testing.T, page string, req map[string]any, out any) {
 	t.Helper()
 	q, err := json.Marshal(req)
-	must(t, err)
-	ctx, cancel := context.WithTimeout(context.Background(), 25*time.Second)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, "/usr/bin/env", "-i",
-		"SCRIPT_FILENAME="+filepath.Join(p.www, page),
-		"SCRIPT_NAME=/"+page,
-		"REQUEST_METHOD=POST",
-		"CONTENT_TYPE=application/json",
-		"CONTENT_LENGTH="+strconv.Itoa(len(q)),
-		"HTTP_X_SECRET="+p.secret,
-		cgiFcgi, "-bind", "-connect", p.sock)
-	var stdout, stderr bytes.Buffer
-	cmd.Stdin = bytes.NewReader(q)
-	cmd.Stdout, cmd.Stderr = &stdout, &stderr
-	if err := cmd.Run(); err != nil {
-		t.Fatalf("request %s %.300s: cgi-fcgi: %v (stderr %q, stdout %q)", page, q, err, stderr.String(), stdout.String())
+	itest.Must(t, err)
+	r := p.Request(itest.Request{Script: filepath.Join(p.www, page), Body: q, Vars: []string{"HTTP_X_SECRET=" + p.secret}}, 25*time.Second)
+	if r.Err != nil {
+		t.Fatalf("request %s %.300s: %v (stdout %q)", page, q, r.Err, r.Body)
 	}
-	head, body, ok := bytes.Cut(stdout.Bytes(), []byte("\r\n\r\n"))
-	if !ok {
-		t.Fatalf("request %s: no CGI header block in %q", page, stdout.String())
+	if r.Status != 200 {
+		t.Fatalf("request %s %.300s: HTTP %d: %s", page, q, r.Status, r.Body)
 	}
-	if s := regexp.MustCompile(`(?mi)^Status:\s*(\d+)`).FindSubmatch(head); s != nil && string(s[1]) != "200" {
-		t.Fatalf("request %s %.300s: HTTP %s: %s", page, q, s[1], body)
-	}
-	if err := json.Unmarshal(body, out); err != nil {
-		t.Fatalf("request %s %.300s: bad JSON %q: %v", page, q, body, err)
+	if err := json.Unmarshal(r.Body, out); err != nil {
+		t.Fatalf("request %s %.300s: bad JSON %q: %v", page, q, r.Body, err)
 	}
 }
 
@@ -824,12 +602,7 @@ func (p *pool) client(t *testing.T, req map[string]any, out any) clientResult {
 // Jobs and audit lines
 
 // job is SPEC.md's job object.
-type job struct{ itest.Job }
-
-func (j job) String() string {
-	b, _ := json.Marshal(j)
-	return string(b)
-}
+type job = itest.Job
 
 type auditLine map[string]any
 
@@ -845,7 +618,7 @@ func readAudit(t *testing.T, path string, offset int64) ([]auditLine, []string, 
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil, nil, 0
 	}
-	must(t, err)
+	itest.Must(t, err)
 	if int64(len(data)) < offset {
 		t.Fatalf("audit log %s shrank from %d to %d bytes", path, offset, len(data))
 	}
@@ -869,13 +642,6 @@ func readAudit(t *testing.T, path string, offset int64) ([]auditLine, []string, 
 // ---------------------------------------------------------------------------------------------
 // Small things
 
-func syncDir(dir string) {
-	if d, err := os.Open(dir); err == nil {
-		d.Sync()
-		d.Close()
-	}
-}
-
 func statOwner(t *testing.T, path string) (fs.FileInfo, int, int) {
 	t.Helper()
 	st, err := os.Lstat(path)
@@ -884,15 +650,4 @@ func statOwner(t *testing.T, path string) (fs.FileInfo, int, int) {
 	}
 	sys := st.Sys().(*syscall.Stat_t)
 	return st, int(sys.Uid), int(sys.Gid)
-}
-
-func lookupIDs(t *testing.T, name string) (int, int) {
-	t.Helper()
-	u, err := user.Lookup(name)
-	if err != nil {
-		t.Fatalf("user %s: %v", name, err)
-	}
-	uid, _ := strconv.Atoi(u.Uid)
-	gid, _ := strconv.Atoi(u.Gid)
-	return uid, gid
 }

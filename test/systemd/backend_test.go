@@ -8,12 +8,13 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
-	"sort"
 	"strconv"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/cmesh/cmesh-run/test/itest"
 )
 
 // The systemd backend, against the container's real systemd: what a job's unit looks like
@@ -84,7 +85,7 @@ func (c *container) schedule(args ...string) jobRecord {
 	c.t.Helper()
 	out := c.asRoot(append([]string{"schedule", "--backend", "systemd", "--json"}, args...)...)
 	var j jobRecord
-	if err := json.Unmarshal([]byte(out), &j); err != nil || !idPattern.MatchString(j.ID) {
+	if err := json.Unmarshal([]byte(out), &j); err != nil || !itest.IDPattern.MatchString(j.ID) {
 		c.t.Fatalf("schedule printed %q: %v", out, err)
 	}
 	return j
@@ -105,7 +106,7 @@ func (c *container) job(state, id string) jobRecord {
 func (c *container) waitState(state, id string, within time.Duration, what string, cond func(j jobRecord) bool) jobRecord {
 	c.t.Helper()
 	var j jobRecord
-	if !waitFor(within, func() bool { j = c.job(state, id); return cond(j) }) {
+	if !itest.Eventually(within, func() bool { j = c.job(state, id); return cond(j) }) {
 		c.t.Fatalf("job %s not %s within %v: %+v", id, what, within, j)
 	}
 	return j
@@ -115,7 +116,7 @@ func (c *container) waitState(state, id string, within time.Duration, what strin
 // as soon as it stops) or, for a template instance, until it is inactive.
 func (c *container) unitGone(unit string, within time.Duration) bool {
 	c.t.Helper()
-	return waitFor(within, func() bool {
+	return itest.Eventually(within, func() bool {
 		p := c.showUnit(unit, "LoadState", "ActiveState")
 		return p["LoadState"] == "not-found" || strings.Contains(unit, "@") && p["ActiveState"] == "inactive"
 	})
@@ -124,7 +125,7 @@ func (c *container) unitGone(unit string, within time.Duration) bool {
 // processesInUnit returns the host PIDs of the live processes in unit's cgroup.
 func processesInUnit(unit string) []int {
 	var pids []int
-	for _, pid := range allPIDs() {
+	for _, pid := range itest.PIDs() {
 		if strings.HasSuffix(cgroupOf(pid), "/"+unit) && !isZombie(pid) {
 			pids = append(pids, pid)
 		}
@@ -165,9 +166,9 @@ func TestSystemdBackend(t *testing.T) {
 
 	run("refused_for_www-data", func(t *testing.T) {
 		// Without sudo the web user cannot start system units: exit 4 and the way out.
-		r := c.cmeshIn(stateDir, webUser, "schedule", "--backend", "systemd", "--", "true")
+		r := c.cmeshIn(stateDir, itest.WebUser, "schedule", "--backend", "systemd", "--", "true")
 		if r.code != 4 || !strings.Contains(r.err, "needs root") || !strings.Contains(r.err, "sudo") || r.out != "" {
-			t.Errorf("as %s: exit %d, stdout %q, stderr %q; want exit 4 naming root and sudo", webUser, r.code, r.out, r.err)
+			t.Errorf("as %s: exit %d, stdout %q, stderr %q; want exit 4 naming root and sudo", itest.WebUser, r.code, r.out, r.err)
 		}
 		if out := c.cmesh("list", "--json"); strings.TrimSpace(string(out)) != "[]" {
 			t.Errorf("a refused schedule left a job: %s", out)
@@ -185,9 +186,9 @@ func TestSystemdBackend(t *testing.T) {
 		j = c.waitState(rootState, j.ID, 30*time.Second, "running", func(j jobRecord) bool { return j.State == "running" })
 
 		// What everyone can see of the unit: no argv, no --env value.
-		show, errOut, err := c.runAs(15*time.Second, webUser, "systemctl", "show", "--no-pager", unit)
+		show, errOut, err := c.runAs(15*time.Second, itest.WebUser, "systemctl", "show", "--no-pager", unit)
 		if err != nil {
-			t.Fatalf("systemctl show %s as %s: %v %s", unit, webUser, err, errOut)
+			t.Fatalf("systemctl show %s as %s: %v %s", unit, itest.WebUser, err, errOut)
 		}
 		props := ParseProps(show)
 		script := jobScripts + "/" + j.ID + ".sh"
@@ -200,7 +201,7 @@ func TestSystemdBackend(t *testing.T) {
 			t.Errorf("%s: ExecStart=%s, want /bin/sh %s", unit, props["ExecStart"], script)
 		}
 		if strings.Contains(show, tok) || strings.Contains(show, secret) {
-			t.Errorf("systemctl show %s, as %s, reveals the job's argv or its --env value", unit, webUser)
+			t.Errorf("systemctl show %s, as %s, reveals the job's argv or its --env value", unit, itest.WebUser)
 		}
 		// The script: root's, 0600, in a directory only root may write.
 		var st syscall.Stat_t
@@ -210,8 +211,8 @@ func TestSystemdBackend(t *testing.T) {
 		if err := syscall.Lstat(c.path(jobScripts), &st); err != nil || st.Mode&0o7777 != 0o711 || st.Uid != 0 {
 			t.Errorf("%s: %v, mode %o uid %d; want 0711 root", jobScripts, err, st.Mode, st.Uid)
 		}
-		if out, _, err := c.runAs(10*time.Second, webUser, "cat", script); err == nil {
-			t.Errorf("%s could read the job's script: %q", webUser, out)
+		if out, _, err := c.runAs(10*time.Second, itest.WebUser, "cat", script); err == nil {
+			t.Errorf("%s could read the job's script: %q", itest.WebUser, out)
 		}
 		// The job runs in its unit's cgroup.
 		if j.PID == nil {
@@ -284,7 +285,7 @@ func TestSystemdBackend(t *testing.T) {
 		if p := c.showUnit(deref(j.BackendRef), "RuntimeMaxUSec"); p["RuntimeMaxUSec"] != "41s" {
 			t.Errorf("RuntimeMaxUSec=%q, want 41s (timeout 1s + grace 10s + 30s)", p["RuntimeMaxUSec"])
 		}
-		j = c.waitState(rootState, j.ID, 20*time.Second, "finished", func(j jobRecord) bool { return finished[j.State] })
+		j = c.waitState(rootState, j.ID, 20*time.Second, "finished", func(j jobRecord) bool { return itest.Finished(j.State) })
 		if j.State != "timed_out" {
 			t.Errorf("ended %s exit %v signal %q, want timed_out", j.State, j.ExitCode, j.Signal)
 		}
@@ -338,7 +339,7 @@ func TestSystemdBackend(t *testing.T) {
 		if !c.unitGone(unit, 10*time.Second) {
 			t.Errorf("%s still loaded after the cancel", unit)
 		}
-		if left := append(processesWith(tok), processesInUnit(unit)...); len(left) > 0 {
+		if left := append(itest.ProcessesWith(tok), processesInUnit(unit)...); len(left) > 0 {
 			t.Errorf("processes left after the cancel: %v", left)
 		}
 	})
@@ -349,7 +350,7 @@ func TestSystemdBackend(t *testing.T) {
 			c.must(30*time.Second, "systemctl", "daemon-reload")
 		}()
 		setupState := "/var/tmp/cmesh-run-systemd-setup-state"
-		args := []string{"setup", "--systemd-template", "--web-user", webUser, "--run-as", webUser}
+		args := []string{"setup", "--systemd-template", "--web-user", itest.WebUser, "--run-as", itest.WebUser}
 		r := c.cmeshIn(setupState, "root", args...)
 		if r.code != 0 || !strings.Contains(r.out, "ExecStart=/bin/sh /run/cmesh-run/jobs/%i.sh\n") || !strings.Contains(r.out, "systemctl daemon-reload") {
 			t.Fatalf("setup --systemd-template: exit %d\n%s%s", r.code, r.out, r.err)
@@ -383,7 +384,7 @@ func TestSystemdBackend(t *testing.T) {
 			t.Errorf("%s still active", unit)
 		}
 		for _, f := range []string{jobScripts + "/" + j.ID + ".sh", "/run/systemd/system.control/" + unit + ".d"} {
-			if waitFor(5*time.Second, func() bool { _, err := os.Lstat(c.path(f)); return err != nil }) == false {
+			if itest.Eventually(5*time.Second, func() bool { _, err := os.Lstat(c.path(f)); return err != nil }) == false {
 				t.Errorf("%s left behind", f)
 			}
 		}
@@ -413,7 +414,7 @@ done`
 			if f[2] == "-" {
 				continue
 			}
-			j := c.waitState(rootState, f[2], 20*time.Second, "finished", func(j jobRecord) bool { return finished[j.State] })
+			j := c.waitState(rootState, f[2], 20*time.Second, "finished", func(j jobRecord) bool { return itest.Finished(j.State) })
 			if j.State != "succeeded" {
 				t.Errorf("%s job %s: %s", f[0], j.ID, j.State)
 			}
@@ -423,10 +424,10 @@ done`
 		}
 		for _, b := range []string{"at", "systemd"} {
 			t.Logf("LATENCY schedule --backend %-7s returns after: median %5.1f ms (min %5.1f, max %5.1f, n=%d); its job starts %5.1f ms after created_at (median)",
-				b, median(took[b]), minOf(took[b]), maxOf(took[b]), len(took[b]), median(started[b]))
+				b, itest.Median(took[b]), minOf(took[b]), maxOf(took[b]), len(took[b]), itest.Median(started[b]))
 		}
 		for _, b := range []string{"bare-at", "bare-systemd-run"} {
-			t.Logf("LATENCY %-16s alone: median %5.1f ms (min %5.1f, max %5.1f, n=%d)", b, median(took[b]), minOf(took[b]), maxOf(took[b]), len(took[b]))
+			t.Logf("LATENCY %-16s alone: median %5.1f ms (min %5.1f, max %5.1f, n=%d)", b, itest.Median(took[b]), minOf(took[b]), maxOf(took[b]), len(took[b]))
 		}
 	})
 }
@@ -478,18 +479,6 @@ func startDelay(j jobRecord) (float64, error) {
 	return float64(j.StartedAt.Sub(j.CreatedAt).Microseconds()) / 1000, nil
 }
 
-func median(v []float64) float64 {
-	if len(v) == 0 {
-		return 0
-	}
-	s := append([]float64(nil), v...)
-	sort.Float64s(s)
-	if len(s)%2 == 1 {
-		return s[len(s)/2]
-	}
-	return (s[len(s)/2-1] + s[len(s)/2]) / 2
-}
-
 func minOf(v []float64) float64 {
 	m := 0.0
 	for i, x := range v {
@@ -520,7 +509,7 @@ func TestSystemdBackendWithoutSystemd(t *testing.T) {
 	bin := binary(t)
 	state := t.TempDir()
 	cmd := exec.Command(bin, "--state-dir", state, "schedule", "--backend", "systemd", "--", "true")
-	cmd.Env = []string{"PATH=" + hostPath}
+	cmd.Env = []string{"PATH=" + itest.StdPath}
 	var so, se strings.Builder
 	cmd.Stdout, cmd.Stderr = &so, &se
 	err := cmd.Run()

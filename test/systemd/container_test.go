@@ -19,7 +19,6 @@
 package systemd
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"crypto/rand"
@@ -41,18 +40,10 @@ import (
 	"github.com/cmesh/cmesh-run/test/itest"
 )
 
-// Helpers shared with the other integration suites.
-var (
-	phpString = itest.PHPString
-)
-
 const (
 	// tempPrefix names every directory a run creates under os.TempDir(); a run that finds
 	// one whose owner is dead cleans it up (stale mounts, a lingering container).
 	tempPrefix = "cmesh-run-systemd-test-"
-
-	// hostPath is the PATH of every command the test runs, on the host and in the container.
-	hostPath = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 	bootTimeout     = 60 * time.Second
 	poweroffTimeout = 30 * time.Second
@@ -64,38 +55,23 @@ const (
 // unavailable skips t with a loud message, or fails it when CMESH_RUN_REQUIRE_INTEGRATION=1.
 func unavailable(t *testing.T, format string, args ...any) {
 	t.Helper()
-	msg := "SYSTEMD INTEGRATION TEST NOT RUN: " + fmt.Sprintf(format, args...)
-	if os.Getenv("CMESH_RUN_REQUIRE_INTEGRATION") == "1" {
-		t.Fatal(msg + " (CMESH_RUN_REQUIRE_INTEGRATION=1)")
-	}
-	fmt.Fprintf(os.Stderr, "\n!!!!!!!! %s\n!!!!!!!! (set CMESH_RUN_REQUIRE_INTEGRATION=1 to make this a failure)\n\n", msg)
-	t.Skip(msg)
+	itest.Unavailable(t, "systemd", fmt.Sprintf(format, args...))
 }
 
-// required maps each Debian package the test needs to a file that proves it is installed.
-var required = []struct{ pkg, file string }{
-	{"systemd", "/lib/systemd/systemd"},
-	{"systemd-container", "/usr/bin/systemd-nspawn"},
-	{"at", "/usr/sbin/atd"},
-	{"php-fpm", "/usr/sbin/php-fpm8.2"},
-	{"php-cli", "/usr/bin/php"},
-	{"libfcgi-bin", "/usr/bin/cgi-fcgi"},
-	{"util-linux", "/usr/bin/nsenter"},
-	{"util-linux", "/usr/bin/unshare"},
-	{"util-linux", "/usr/bin/setpriv"},
+// required are the files the test needs and the Debian packages that bring them.
+var required = []itest.Need{
+	{File: "/lib/systemd/systemd", Pkg: "systemd"},
+	{File: "/usr/bin/systemd-nspawn", Pkg: "systemd-container"},
+	{File: itest.AtdBin, Pkg: "at"},
+	{File: itest.FPMBin, Pkg: "php-fpm"},
+	{File: itest.PHPBin, Pkg: "php-cli"},
+	{File: itest.CGIFcgi, Pkg: "libfcgi-bin"},
+	{File: "/usr/bin/nsenter", Pkg: "util-linux"},
+	{File: "/usr/bin/unshare", Pkg: "util-linux"},
+	{File: "/usr/bin/setpriv", Pkg: "util-linux"},
 }
 
 const fpmUnitFile = "/lib/systemd/system/php8.2-fpm.service"
-
-func missingPackages() []string {
-	var missing []string
-	for _, r := range required {
-		if _, err := os.Stat(r.file); err != nil && !slices.Contains(missing, r.pkg) {
-			missing = append(missing, r.pkg)
-		}
-	}
-	return missing
-}
 
 // ensurePrerequisites installs what is missing (as root) and returns why the test cannot run,
 // or "".
@@ -104,68 +80,30 @@ func ensurePrerequisites(t *testing.T) string {
 	if os.Geteuid() != 0 {
 		return "must run as root (mounts an overlay, boots a container with systemd-nspawn)"
 	}
-	if missing := missingPackages(); len(missing) > 0 {
+	if missing := itest.Missing(required); len(missing) > 0 {
 		t.Logf("installing %s", strings.Join(missing, " "))
-		if err := aptInstall(t, missing); err != nil {
+		if _, err := itest.AptInstall(missing...); err != nil {
 			return fmt.Sprintf("cannot install %s: %v", strings.Join(missing, " "), err)
 		}
-		if still := missingPackages(); len(still) > 0 {
+		if still := itest.Missing(required); len(still) > 0 {
 			return fmt.Sprintf("still missing after apt-get install: %s", strings.Join(still, " "))
 		}
 	}
 	if _, err := os.Stat(fpmUnitFile); err != nil {
 		return fmt.Sprintf("%s: %v (the stock php8.2-fpm unit is what this test restarts)", fpmUnitFile, err)
 	}
-	if _, err := os.Stat("/usr/bin/at"); err != nil {
-		return "/usr/bin/at missing"
+	if _, err := os.Stat(itest.AtBin); err != nil {
+		return itest.AtBin + " missing"
 	}
 	return ""
-}
-
-func aptInstall(t *testing.T, pkgs []string) error {
-	install := func() ([]byte, error) {
-		ctx, cancel := context.WithTimeout(context.Background(), 15*time.Minute)
-		defer cancel()
-		args := append([]string{"-o", "DPkg::Lock::Timeout=600", "install", "-y", "--no-install-recommends"}, pkgs...)
-		cmd := exec.CommandContext(ctx, "apt-get", args...)
-		cmd.Env = []string{"PATH=" + hostPath, "DEBIAN_FRONTEND=noninteractive", "LANG=C.UTF-8"}
-		return cmd.CombinedOutput()
-	}
-	out, err := install()
-	if err == nil {
-		return nil
-	}
-	t.Logf("apt-get install failed (%v), running apt-get update once:\n%s", err, tail(out, 10))
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
-	defer cancel()
-	upd := exec.CommandContext(ctx, "apt-get", "-o", "DPkg::Lock::Timeout=600", "update")
-	upd.Env = []string{"PATH=" + hostPath, "DEBIAN_FRONTEND=noninteractive", "LANG=C.UTF-8"}
-	if out, err := upd.CombinedOutput(); err != nil {
-		return fmt.Errorf("apt-get update: %v\n%s", err, tail(out, 10))
-	}
-	if out, err := install(); err != nil {
-		return fmt.Errorf("apt-get install: %v\n%s", err, tail(out, 10))
-	}
-	return nil
 }
 
 // binary returns the cmesh-run under test: $CMESH_RUN_BIN, else one built from the module.
 func binary(t *testing.T) string {
 	t.Helper()
-	if bin := os.Getenv("CMESH_RUN_BIN"); bin != "" {
-		if !filepath.IsAbs(bin) {
-			t.Fatalf("CMESH_RUN_BIN=%q is not an absolute path", bin)
-		}
-		if fi, err := os.Stat(bin); err != nil || !fi.Mode().IsRegular() || fi.Mode()&0o111 == 0 {
-			t.Fatalf("CMESH_RUN_BIN=%q is not an executable file", bin)
-		}
-		return bin
-	}
-	bin := filepath.Join(t.TempDir(), "cmesh-run")
-	build := exec.Command("go", "build", "-trimpath", "-o", bin, "../..")
-	build.Env = append(os.Environ(), "CGO_ENABLED=0")
-	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("build cmesh-run: %v\n%s", err, out)
+	bin, err := itest.Binary(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
 	}
 	return bin
 }
@@ -265,7 +203,7 @@ func bootContainerWith(t *testing.T, bo bootOptions, prepare func(c *container))
 		}
 	}
 	c.cmd = exec.Command("unshare", "--mount", "sh", "-c", script)
-	c.cmd.Env = []string{"PATH=" + hostPath, "LANG=C.UTF-8"}
+	c.cmd.Env = []string{"PATH=" + itest.StdPath, "LANG=C.UTF-8"}
 	c.cmd.Stdout, c.cmd.Stderr = c.console, c.console
 	c.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	start := time.Now()
@@ -376,7 +314,7 @@ func (c *container) enableMemory() {
 		t.Fatalf("systemctl daemon-reexec: %v %s", err, errOut)
 	}
 	last := ""
-	if !waitFor(30*time.Second, func() bool {
+	if !itest.Eventually(30*time.Second, func() bool {
 		out, _, _ := c.run(5*time.Second, "systemctl", "is-system-running")
 		last = strings.TrimSpace(out)
 		return last == "running" || last == "degraded"
@@ -398,7 +336,7 @@ func removeMemoryCgroup(t *testing.T, dir string) {
 	sort.Slice(dirs, func(i, j int) bool { return len(dirs[i]) > len(dirs[j]) })
 	for _, d := range dirs {
 		var err error
-		waitFor(5*time.Second, func() bool { err = syscall.Rmdir(d); return err == nil || errors.Is(err, fs.ErrNotExist) })
+		itest.Eventually(5*time.Second, func() bool { err = syscall.Rmdir(d); return err == nil || errors.Is(err, fs.ErrNotExist) })
 		if err != nil && !errors.Is(err, fs.ErrNotExist) {
 			t.Errorf("cleanup: rmdir %s: %v", d, err)
 		}
@@ -416,7 +354,7 @@ func (c *container) hasExited() bool {
 
 func (c *container) consoleTail() string {
 	b, _ := os.ReadFile(filepath.Join(c.base, "console.log"))
-	return tail(b, 30)
+	return itest.LastLines(string(b), 30)
 }
 
 // run runs argv inside the container (all its namespaces, its root) as root, with a clean
@@ -437,10 +375,10 @@ func (c *container) runIn(timeout time.Duration, env []string, argv ...string) (
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
-	args := []string{"-t", strconv.Itoa(c.init), "-a", "/usr/bin/env", "-i", "PATH=" + hostPath, "LANG=C.UTF-8"}
+	args := []string{"-t", strconv.Itoa(c.init), "-a", "/usr/bin/env", "-i", "PATH=" + itest.StdPath, "LANG=C.UTF-8"}
 	args = append(append(args, env...), argv...)
 	cmd := exec.CommandContext(ctx, "nsenter", args...)
-	cmd.Env = []string{"PATH=" + hostPath}
+	cmd.Env = []string{"PATH=" + itest.StdPath}
 	var so, se bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &so, &se
 	cmd.WaitDelay = 2 * time.Second
@@ -561,25 +499,7 @@ func unmount(target string) error {
 // selfIdentity names this process so that a later run can tell whether it is still alive:
 // "PID STARTTIME".
 func selfIdentity() string {
-	return fmt.Sprintf("%d %s", os.Getpid(), startTime(os.Getpid()))
-}
-
-// startTime returns field 22 of /proc/PID/stat, "" when the process is gone.
-func startTime(pid int) string {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return ""
-	}
-	s := string(b)
-	i := strings.LastIndexByte(s, ')')
-	if i < 0 {
-		return ""
-	}
-	f := strings.Fields(s[i+1:])
-	if len(f) < 20 {
-		return ""
-	}
-	return f[19]
+	return fmt.Sprintf("%d %d", os.Getpid(), itest.ProcStart(os.Getpid()))
 }
 
 // cleanStale removes what runs that died before their cleanup left behind: their container,
@@ -598,7 +518,7 @@ func cleanStale(t *testing.T) {
 	for _, base := range bases {
 		owner, _ := os.ReadFile(filepath.Join(base, "owner"))
 		if f := strings.Fields(string(owner)); len(f) == 2 {
-			if pid, _ := strconv.Atoi(f[0]); pid > 0 && startTime(pid) == f[1] {
+			if pid, _ := strconv.Atoi(f[0]); pid > 0 && strconv.FormatUint(itest.ProcStart(pid), 10) == f[1] {
 				t.Logf("leaving %s alone: its run (PID %d) is still going", base, pid)
 				continue
 			}
@@ -621,7 +541,7 @@ func cleanStale(t *testing.T) {
 // names base. (/proc/PID/root of a container's process reads "/": useless here.)
 func killUnder(t *testing.T, base string) {
 	var inits, others []int
-	for _, pid := range allPIDs() {
+	for _, pid := range itest.PIDs() {
 		if pid == os.Getpid() || pid == 1 {
 			continue
 		}
@@ -644,7 +564,7 @@ func killUnder(t *testing.T, base string) {
 	}
 	deadline := time.Now().Add(10 * time.Second)
 	for _, pid := range victims {
-		for startTime(pid) != "" && !isZombie(pid) && time.Now().Before(deadline) {
+		for itest.ProcStart(pid) != 0 && !isZombie(pid) && time.Now().Before(deadline) {
 			time.Sleep(50 * time.Millisecond)
 		}
 	}
@@ -653,36 +573,9 @@ func killUnder(t *testing.T, base string) {
 // ---------------------------------------------------------------------------------------------
 // /proc and mountinfo
 
-func allPIDs() []int {
-	ents, _ := os.ReadDir("/proc")
-	var pids []int
-	for _, e := range ents {
-		if pid, err := strconv.Atoi(e.Name()); err == nil {
-			pids = append(pids, pid)
-		}
-	}
-	return pids
-}
-
-// statusField returns a field of /proc/PID/status.
-func statusField(pid int, key string) string {
-	f, err := os.Open(fmt.Sprintf("/proc/%d/status", pid))
-	if err != nil {
-		return ""
-	}
-	defer f.Close()
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		if v, ok := strings.CutPrefix(sc.Text(), key+":"); ok {
-			return strings.TrimSpace(v)
-		}
-	}
-	return ""
-}
-
 // nsPID returns the PID of pid in its innermost PID namespace (NSpid's last field).
 func nsPID(pid int) int {
-	f := strings.Fields(statusField(pid, "NSpid"))
+	f := strings.Fields(itest.StatusField(pid, "NSpid"))
 	if len(f) == 0 {
 		return 0
 	}
@@ -691,18 +584,18 @@ func nsPID(pid int) int {
 }
 
 func isZombie(pid int) bool {
-	return strings.HasPrefix(statusField(pid, "State"), "Z")
+	return itest.ProcState(pid) == "Z"
 }
 
 // parentPID returns the PPid of pid, 0 when gone.
 func parentPID(pid int) int {
-	n, _ := strconv.Atoi(statusField(pid, "PPid"))
+	n, _ := strconv.Atoi(itest.StatusField(pid, "PPid"))
 	return n
 }
 
 // containerInit returns the host PID of the PID 1 that nspawn (PID nspawn) started, or 0.
 func containerInit(nspawn int) int {
-	for _, pid := range allPIDs() {
+	for _, pid := range itest.PIDs() {
 		if parentPID(pid) == nspawn && nsPID(pid) == 1 {
 			return pid
 		}
@@ -717,7 +610,7 @@ func hostPID(init, pid int) int {
 	if err != nil {
 		return 0
 	}
-	for _, p := range allPIDs() {
+	for _, p := range itest.PIDs() {
 		if nsPID(p) != pid || isZombie(p) {
 			continue
 		}
@@ -726,18 +619,6 @@ func hostPID(init, pid int) int {
 		}
 	}
 	return 0
-}
-
-// processesWith returns the live (non-zombie) host PIDs whose command line contains s.
-func processesWith(s string) []int {
-	var pids []int
-	for _, pid := range allPIDs() {
-		cmdline, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
-		if bytes.Contains(cmdline, []byte(s)) && pid != os.Getpid() && !isZombie(pid) {
-			pids = append(pids, pid)
-		}
-	}
-	return pids
 }
 
 // cgroupOf returns the systemd cgroup of host PID pid: the name=systemd hierarchy on a hybrid
@@ -827,14 +708,6 @@ func shellQuote(s string) string {
 	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
 }
 
-func tail(b []byte, lines int) string {
-	l := strings.Split(strings.TrimRight(string(b), "\n"), "\n")
-	if len(l) > lines {
-		l = l[len(l)-lines:]
-	}
-	return strings.Join(l, "\n")
-}
-
 // writeFile writes data to path (in the overlay) with mode, creating parents 0755.
 func writeFile(t *testing.T, path string, data []byte, mode fs.FileMode) {
 	t.Helper()
@@ -847,19 +720,5 @@ func writeFile(t *testing.T, path string, data []byte, mode fs.FileMode) {
 	}
 	if err := os.Chmod(path, mode); err != nil { // umask
 		t.Fatal(err)
-	}
-}
-
-// waitFor polls cond every 50 ms until it holds; false when within passed first.
-func waitFor(within time.Duration, cond func() bool) bool {
-	deadline := time.Now().Add(within)
-	for {
-		if cond() {
-			return true
-		}
-		if time.Now().After(deadline) {
-			return false
-		}
-		time.Sleep(50 * time.Millisecond)
 	}
 }

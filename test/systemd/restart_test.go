@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"regexp"
 	"strconv"
 	"strings"
 	"syscall"
@@ -19,7 +18,6 @@ import (
 )
 
 const (
-	webUser   = "www-data"
 	fpmUnit   = "php8.2-fpm.service"
 	fpmSocket = "/run/php/php8.2-fpm.sock"
 	// Inside the container.
@@ -32,8 +30,6 @@ const (
 	// The restart comes once every job has printed this many lines.
 	linesBeforeRestart = 15
 )
-
-var idPattern = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$`)
 
 // TestJobSurvivesFPMRestart schedules two jobs through cmesh-run from PHP-FPM requests (one
 // with exec(), one with proc_open()) and starts a control job from the same kind of page with
@@ -66,17 +62,10 @@ func TestJobSurvivesFPMRestart(t *testing.T) {
 		t.Fatalf("%s is not the stock unit (want FragmentPath=%s, no drop-ins, KillMode=control-group): %v",
 			fpmUnit, fpmUnitFile, unit)
 	}
-	if !waitFor(15*time.Second, func() bool { _, body, err := c.fcgi("ping.php"); return err == nil && body == "pong" }) {
-		_, body, err := c.fcgi("ping.php")
-		t.Fatalf("php8.2-fpm in the container does not answer ping.php: %v %q", err, body)
-	}
+	c.waitForPool()
 
 	// The control job first: it would be the first to finish if it were not killed.
-	var ctlResp struct{ RC int }
-	c.page("control.php", &ctlResp)
-	if ctlResp.RC != 0 {
-		t.Fatalf("control.php: exec returned %d", ctlResp.RC)
-	}
+	c.startControl()
 
 	var execResp struct {
 		RC   int
@@ -84,7 +73,7 @@ func TestJobSurvivesFPMRestart(t *testing.T) {
 		Out  []string
 	}
 	c.page("sched_exec.php", &execResp)
-	if execResp.RC != 0 || len(execResp.Out) != 1 || !idPattern.MatchString(execResp.Last) {
+	if execResp.RC != 0 || len(execResp.Out) != 1 || !itest.IDPattern.MatchString(execResp.Last) {
 		errs, _ := os.ReadFile(c.path("/tmp/cmesh-run-systemd-test-exec.err"))
 		t.Fatalf("schedule from exec(): exit %d, stdout %q (want the ID alone on one line); stderr: %s", execResp.RC, execResp.Out, errs)
 	}
@@ -97,7 +86,7 @@ func TestJobSurvivesFPMRestart(t *testing.T) {
 	}
 	c.page("sched_proc.php", &procResp)
 	idProc := strings.TrimSuffix(procResp.Stdout, "\n")
-	if procResp.RC != 0 || !idPattern.MatchString(idProc) {
+	if procResp.RC != 0 || !itest.IDPattern.MatchString(idProc) {
 		t.Fatalf("schedule from proc_open(): exit %d, stdout %q (want the ID alone on one line), stderr %q", procResp.RC, procResp.Stdout, procResp.Stderr)
 	}
 	if procResp.Stderr != "" {
@@ -107,7 +96,7 @@ func TestJobSurvivesFPMRestart(t *testing.T) {
 	jobs := []struct{ id, tok string }{{idExec, tokExec}, {idProc, tokProc}}
 
 	// Wait until all three are well under way.
-	ok := waitFor(20*time.Second, func() bool {
+	ok := itest.Eventually(20*time.Second, func() bool {
 		if bytes.Count(c.readFile(ctlLog), []byte("\n")) < linesBeforeRestart {
 			return false
 		}
@@ -120,11 +109,11 @@ func TestJobSurvivesFPMRestart(t *testing.T) {
 	})
 	if !ok {
 		t.Fatalf("the jobs did not get going within 20s: control log %q; %s: %+v; %s: %+v",
-			tail(c.readFile(ctlLog), 3), idExec, c.status(idExec), idProc, c.status(idProc))
+			itest.LastLines(string(c.readFile(ctlLog)), 3), idExec, c.status(idExec), idProc, c.status(idProc))
 	}
 
 	// Where they run: the control job in php8.2-fpm's cgroup, the cmesh-run jobs outside it.
-	ctlPIDs := processesWith(tokCtl)
+	ctlPIDs := itest.ProcessesWith(tokCtl)
 	if len(ctlPIDs) == 0 {
 		t.Fatalf("no process of the control job (%s) before the restart", tokCtl)
 	}
@@ -163,8 +152,8 @@ func TestJobSurvivesFPMRestart(t *testing.T) {
 
 	// The control job is gone right after the restart (only a zombie waiting for its reaper may
 	// linger a moment), and its output stops.
-	if !waitFor(3*time.Second, func() bool { return len(processesWith(tokCtl)) == 0 }) {
-		t.Errorf("the control job survived the restart: PIDs %v still run 3s later; the test cannot tell a surviving job from a killed one", processesWith(tokCtl))
+	if !itest.Eventually(3*time.Second, func() bool { return len(itest.ProcessesWith(tokCtl)) == 0 }) {
+		t.Errorf("the control job survived the restart: PIDs %v still run 3s later; the test cannot tell a surviving job from a killed one", itest.ProcessesWith(tokCtl))
 	}
 	ctlSnap := c.readFile(ctlLog)
 	t.Logf("control job killed by the restart after %d lines", bytes.Count(ctlSnap, []byte("\n")))
@@ -179,14 +168,14 @@ func TestJobSurvivesFPMRestart(t *testing.T) {
 	}
 	for _, j := range jobs {
 		var st jobRecord
-		if !waitFor(40*time.Second, func() bool { st = c.status(j.id); return finished[st.State] }) {
+		if !itest.Eventually(40*time.Second, func() bool { st = c.status(j.id); return itest.Finished(st.State) }) {
 			t.Fatalf("job %s still %s 40s after the restart", j.id, st.State)
 		}
 		if st.State != "succeeded" || st.ExitCode == nil || *st.ExitCode != 0 {
 			t.Errorf("job %s ended %s exit %v, want succeeded 0: %+v", j.id, st.State, st.ExitCode, st)
 		}
-		if st.Backend != "at" || st.User != webUser {
-			t.Errorf("job %s: backend %q user %q, want at and %s", j.id, st.Backend, st.User, webUser)
+		if st.Backend != "at" || st.User != itest.WebUser {
+			t.Errorf("job %s: backend %q user %q, want at and %s", j.id, st.Backend, st.User, itest.WebUser)
 		}
 		if st.StartedAt == nil || st.FinishedAt == nil || !st.StartedAt.Before(restartStart) || !st.FinishedAt.After(restartEnd) {
 			t.Errorf("job %s: started_at %v finished_at %v do not straddle the restart (%s .. %s)", j.id,
@@ -195,7 +184,7 @@ func TestJobSurvivesFPMRestart(t *testing.T) {
 		got, want := c.log(j.id), expectedOutput(j.tok, ticks)
 		if !bytes.Equal(got, want) {
 			t.Errorf("job %s: log is not the job's exact output:\n got %d bytes, ending %q\nwant %d bytes, ending %q",
-				j.id, len(got), tail(got, 2), len(want), tail(want, 2))
+				j.id, len(got), itest.LastLines(string(got), 2), len(want), itest.LastLines(string(want), 2))
 		}
 	}
 
@@ -210,10 +199,10 @@ func TestJobSurvivesFPMRestart(t *testing.T) {
 	}
 	if len(ctlFinal) >= len(ctlFull) || !bytes.HasPrefix(ctlFull, ctlFinal) {
 		t.Errorf("the control job's output (%d of %d bytes, ending %q) is not a cut-short prefix of its full output",
-			len(ctlFinal), len(ctlFull), tail(ctlFinal, 2))
+			len(ctlFinal), len(ctlFull), itest.LastLines(string(ctlFinal), 2))
 	}
-	if len(processesWith(tokCtl)) != 0 {
-		t.Errorf("a process of the control job is running again: %v", processesWith(tokCtl))
+	if len(itest.ProcessesWith(tokCtl)) != 0 {
+		t.Errorf("a process of the control job is running again: %v", itest.ProcessesWith(tokCtl))
 	}
 }
 
@@ -259,7 +248,7 @@ func phpNowdoc(s string) string {
 func schedExecPage(script string) string {
 	return `<?php
 $script = ` + phpNowdoc(script) + `;
-$cmd = ` + phpString(cmeshBin) + ` . ' --state-dir ' . escapeshellarg(` + phpString(stateDir) + `)
+$cmd = ` + itest.PHPString(cmeshBin) + ` . ' --state-dir ' . escapeshellarg(` + itest.PHPString(stateDir) + `)
      . ' schedule -- sh -c ' . escapeshellarg($script)
      . ' 2>>/tmp/cmesh-run-systemd-test-exec.err';
 $out = [];
@@ -274,7 +263,7 @@ echo json_encode(['rc' => $rc, 'last' => $last, 'out' => $out]);
 func schedProcPage(script string) string {
 	return `<?php
 $script = ` + phpNowdoc(script) + `;
-$argv = [` + phpString(cmeshBin) + `, '--state-dir', ` + phpString(stateDir) + `, 'schedule', '--', 'sh', '-c', $script];
+$argv = [` + itest.PHPString(cmeshBin) + `, '--state-dir', ` + itest.PHPString(stateDir) + `, 'schedule', '--', 'sh', '-c', $script];
 $p = proc_open($argv, [0 => ['file', '/dev/null', 'r'], 1 => ['pipe', 'w'], 2 => ['pipe', 'w']], $pipes);
 header('Content-Type: application/json');
 if ($p === false) {
@@ -296,7 +285,7 @@ func controlPage(script, log string) string {
 $script = ` + phpNowdoc(script) + `;
 $out = [];
 $rc = -1;
-exec('sh -c ' . escapeshellarg($script) . ' > ' . escapeshellarg(` + phpString(log) + `) . ' 2>&1 &', $out, $rc);
+exec('sh -c ' . escapeshellarg($script) . ' > ' . escapeshellarg(` + itest.PHPString(log) + `) . ' 2>&1 &', $out, $rc);
 header('Content-Type: application/json');
 echo json_encode(['rc' => $rc]);
 `
@@ -329,7 +318,7 @@ func prepareOverlay(t *testing.T, c *container, bin string, pages map[string]str
 	}
 	var keep []string
 	for _, l := range strings.Split(string(deny), "\n") {
-		if strings.TrimSpace(l) != webUser && l != "" {
+		if strings.TrimSpace(l) != itest.WebUser && l != "" {
 			keep = append(keep, l)
 		}
 	}
@@ -362,7 +351,7 @@ func prepareOverlay(t *testing.T, c *container, bin string, pages map[string]str
 	}
 	writeFile(t, c.overlay(cmeshBin), data, 0o755)
 
-	uid, gid := lookupUser(t, c.overlay("/etc/passwd"), webUser)
+	uid, gid := lookupUser(t, c.overlay("/etc/passwd"), itest.WebUser)
 	os.RemoveAll(c.overlay(stateDir))
 	if err := os.MkdirAll(c.overlay(stateDir), 0o755); err != nil {
 		t.Fatal(err)
@@ -403,21 +392,39 @@ func lookupUser(t *testing.T, passwd, name string) (int, int) {
 
 // fcgi sends a GET for page to the stock pool's socket, as a web server would, and returns the
 // response's headers and body.
-func (c *container) fcgi(page string) (string, string, error) {
-	out, errOut, err := c.runIn(20*time.Second, []string{
-		"SCRIPT_FILENAME=" + pagesDir + "/" + page, "SCRIPT_NAME=/" + page, "REQUEST_METHOD=GET", "QUERY_STRING=",
-	}, "cgi-fcgi", "-bind", "-connect", fpmSocket)
+func (c *container) fcgi(page string) (map[string]string, string, error) {
+	req := itest.Request{Script: pagesDir + "/" + page}
+	out, errOut, err := c.runIn(20*time.Second, req.Params(), "cgi-fcgi", "-bind", "-connect", fpmSocket)
 	if err != nil {
-		return "", "", fmt.Errorf("cgi-fcgi %s: %v: %s", page, err, errOut)
+		return nil, "", fmt.Errorf("cgi-fcgi %s: %v: %s", page, err, errOut)
 	}
-	head, body, found := strings.Cut(out, "\r\n\r\n")
-	if !found {
-		return "", "", fmt.Errorf("cgi-fcgi %s: no header end in %q", page, out)
+	r := itest.ParseCGI([]byte(out))
+	if r.Err != nil {
+		return nil, "", fmt.Errorf("cgi-fcgi %s: %v", page, r.Err)
 	}
-	if strings.Contains(head, "Status: ") && !strings.Contains(head, "Status: 200") {
-		return head, body, fmt.Errorf("%s: %s: %s", page, head, body)
+	if r.Status != 200 {
+		return r.Header, string(r.Body), fmt.Errorf("%s: %v: %s", page, r.Header, r.Body)
 	}
-	return head, body, nil
+	return r.Header, string(r.Body), nil
+}
+
+// waitForPool waits until the stock pool answers ping.php.
+func (c *container) waitForPool() {
+	c.t.Helper()
+	if !itest.Eventually(15*time.Second, func() bool { _, body, err := c.fcgi("ping.php"); return err == nil && body == "pong" }) {
+		_, body, err := c.fcgi("ping.php")
+		c.t.Fatalf("php8.2-fpm in the container does not answer ping.php: %v %q", err, body)
+	}
+}
+
+// startControl starts the control job through control.php.
+func (c *container) startControl() {
+	c.t.Helper()
+	var resp struct{ RC int }
+	c.page("control.php", &resp)
+	if resp.RC != 0 {
+		c.t.Fatalf("control.php: exec returned %d", resp.RC)
+	}
 }
 
 // page requests page and decodes its JSON answer into v.
@@ -460,16 +467,14 @@ func (c *container) readFile(p string) []byte {
 // jobRecord is SPEC.md's job object.
 type jobRecord = itest.Job
 
-var finished = map[string]bool{"succeeded": true, "failed": true, "canceled": true, "timed_out": true, "lost": true}
-
 // cmesh runs cmesh-run inside the container as www-data (who scheduled the jobs, as a status
 // page would) and fails the test unless it exits 0.
 func (c *container) cmesh(args ...string) []byte {
 	c.t.Helper()
 	argv := append([]string{cmeshBin, "--state-dir", stateDir}, args...)
-	out, errOut, err := c.runAs(15*time.Second, webUser, argv...)
+	out, errOut, err := c.runAs(15*time.Second, itest.WebUser, argv...)
 	if err != nil {
-		c.t.Fatalf("in the container, as %s: %q: %v\nstdout: %s\nstderr: %s", webUser, argv, err, out, errOut)
+		c.t.Fatalf("in the container, as %s: %q: %v\nstdout: %s\nstderr: %s", itest.WebUser, argv, err, out, errOut)
 	}
 	return []byte(out)
 }
