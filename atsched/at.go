@@ -199,7 +199,7 @@ func ParseJobNumber(stderr []byte) (string, bool) {
 // wrapper moves to the job's workdir itself. -M: the wrapper sends
 // everything to the output file, nothing is left to mail.
 func (a *At) Submit(j backend.Job) (string, error) {
-	out, err := proc.RunInput(a.At, []string{a.At, "-M", "now"}, cleanEnv, j.Script())
+	out, err := proc.RunInput(a.At, append([]string{a.At, "-M"}, When(j.Spec.NotBefore, time.Now())...), cleanEnv, j.Script())
 	ref, ok := ParseJobNumber(out)
 	msg := strings.TrimSpace(lastLine(out))
 	if err != nil || !ok {
@@ -219,6 +219,19 @@ func (a *At) Submit(j backend.Job) (string, error) {
 			WithHint("start it: systemctl enable --now atd (without systemd: /usr/sbin/atd)")
 	}
 	return ref, nil
+}
+
+// When is at's time for a job that may start at notBefore: now, or the
+// minute notBefore falls in (at counts whole minutes, and starts a job in
+// the first seconds of its minute). The wrapper waits for the rest, so the
+// job starts neither early nor more than the wrapper's start-up late, and
+// at's queue still holds it across a reboot.
+func When(notBefore, now time.Time) []string {
+	minute := notBefore.Truncate(time.Minute)
+	if notBefore.IsZero() || !minute.After(now) {
+		return []string{"now"}
+	}
+	return []string{"-t", minute.Local().Format("200601021504.05")}
 }
 
 func lastLine(b []byte) string {

@@ -3,8 +3,10 @@ package atsched
 import (
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/cmesh/cmesh-run/errs"
 )
@@ -89,5 +91,26 @@ func TestCheckNames(t *testing.T) {
 	os.WriteFile(a.PidFiles[0], []byte("1\n"), 0o644) // PID 1 is not atd
 	if err := a.Check(); errs.KindOf(err) != errs.Unavailable || !strings.Contains(err.Error(), "stale") {
 		t.Errorf("stale pid file: %v", err)
+	}
+}
+
+// at counts minutes: a start time within the current minute is now, a
+// later one is its minute, never a later minute (the wrapper waits the
+// seconds left).
+func TestWhen(t *testing.T) {
+	now := time.Date(2026, 12, 4, 3, 0, 20, 0, time.Local)
+	for _, c := range []struct {
+		nb   time.Time
+		want []string
+	}{
+		{time.Time{}, []string{"now"}},
+		{now.Add(3 * time.Second), []string{"now"}},
+		{now.Add(-time.Hour), []string{"now"}},
+		{now.Add(50 * time.Second), []string{"-t", "202612040301.00"}},
+		{now.Add(2 * time.Hour), []string{"-t", "202612040500.00"}},
+	} {
+		if got := When(c.nb, now); !slices.Equal(got, c.want) {
+			t.Errorf("When(%v) = %q, want %q", c.nb, got, c.want)
+		}
 	}
 }

@@ -8,6 +8,7 @@ import (
 	"io/fs"
 	"os"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -37,6 +38,8 @@ type Config struct {
 	StateDir          string             `toml:"state_dir"`
 	AllowFreeCommands *bool              `toml:"allow_free_commands"`
 	MaxRunning        int                `toml:"max_running"`
+	Queues            map[string]Queue   `toml:"queues"`
+	AllowQueueControl bool               `toml:"allow_queue_control"`
 	Timeout           Duration           `toml:"timeout"`
 	Grace             Duration           `toml:"grace"`
 	Retries           int                `toml:"retries"`
@@ -87,6 +90,44 @@ func ParseDuration(s string) (time.Duration, error) {
 	return d, nil
 }
 
+// DefaultQueue is the queue of a job that names none; the top-level
+// max_running is its.
+const DefaultQueue = "default"
+
+// Queue is a [queues.NAME] table: jobs of one queue start in creation
+// order, at most MaxRunning at once (0: no limit).
+type Queue struct {
+	MaxRunning int `toml:"max_running"`
+}
+
+// QueueSlots returns queue name's max_running, and false when the config
+// has no such queue.
+func (c *Config) QueueSlots(name string) (int, bool) {
+	if name == "" || name == DefaultQueue {
+		return c.MaxRunning, true
+	}
+	q, ok := c.Queues[name]
+	return q.MaxRunning, ok
+}
+
+// QueueNames lists the queues: default first, then the config's, sorted.
+func (c *Config) QueueNames() []string {
+	names := []string{DefaultQueue}
+	for n := range c.Queues {
+		if n != DefaultQueue {
+			names = append(names, n)
+		}
+	}
+	slices.Sort(names[1:])
+	return names
+}
+
+// ValidQueueName tells whether name can name a queue: its pause file is
+// named after it.
+func ValidQueueName(name string) bool { return queueName().MatchString(name) }
+
+var queueName = sync.OnceValue(func() *regexp.Regexp { return regexp.MustCompile(`^[a-z0-9][a-z0-9_-]{0,63}$`) })
+
 // Profile is a named, pre-approved command.
 type Profile struct {
 	Command  []string          `toml:"command"`
@@ -98,6 +139,7 @@ type Profile struct {
 	Workdir  string            `toml:"workdir"`
 	Env      map[string]string `toml:"env"`
 	AllowEnv []string          `toml:"allow_env"`
+	Queue    string            `toml:"queue"`
 }
 
 // The patterns are compiled on first use, not at start: most commands load no
@@ -222,9 +264,20 @@ func Parse(data []byte, c *Config) error {
 			return fmt.Errorf("line %d: key \"env.%s\": not a valid variable name", lineOf(data, k), k)
 		}
 	}
+	for name, q := range c.Queues {
+		if !ValidQueueName(name) {
+			return fmt.Errorf("line %d: key \"queues.%s\": not a valid queue name ([a-z0-9][a-z0-9_-]*)", lineOf(data, "queues."+name), name)
+		}
+		if q.MaxRunning < 0 {
+			return fmt.Errorf("line %d: key \"queues.%s.max_running\": must be 0 or more", lineOf(data, "queues."+name), name)
+		}
+	}
 	for name, p := range c.Profiles {
 		if err := p.check(name, data); err != nil {
 			return err
+		}
+		if _, ok := c.QueueSlots(p.Queue); !ok {
+			return fmt.Errorf("line %d: key \"profiles.%s.queue\": no [queues.%s] in the config", lineOf(data, "profiles."+name), name, p.Queue)
 		}
 	}
 	for _, p := range []struct{ key, v string }{{"workdir", c.Workdir}, {"state_dir", c.StateDir}, {"audit_log", c.AuditLog}} {

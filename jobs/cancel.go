@@ -53,6 +53,10 @@ func (s *Service) stop(st *status.Store, rec *status.Record, grace time.Duration
 		}
 		err = s.endCanceled(st, rec)
 		status.Unlock(lock)
+		if err == nil && rec.WrapperPID > 0 && proc.Alive(rec.WrapperPID, rec.WrapperStart, rec.BootID) {
+			// A wrapper holding the job until its start time: let it go.
+			_ = syscall.Kill(rec.WrapperPID, syscall.SIGUSR1)
+		}
 		return err
 	case proc.Alive(rec.WrapperPID, rec.WrapperStart, rec.BootID):
 		rec.Cancel = &status.CancelRequest{At: time.Now().UTC(), By: who.Name, Grace: grace}

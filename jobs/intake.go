@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/sirupsen/logrus"
 
@@ -36,6 +37,11 @@ type SpoolRequest struct {
 	Workdir   string            `json:"workdir,omitempty"`
 	Timeout   string            `json:"timeout,omitempty"`
 	Retries   *int              `json:"retries,omitempty"`
+	Queue     string            `json:"queue,omitempty"`
+	After     []string          `json:"after,omitempty"`
+	AfterAny  bool              `json:"after_any,omitempty"`
+	At        string            `json:"at,omitempty"` // as --at
+	In        string            `json:"in,omitempty"` // as --in
 }
 
 // maxRequest bounds a request file.
@@ -59,6 +65,24 @@ func (q SpoolRequest) Decode(asker string) (policy.Request, error) {
 	}
 	if len(q.Env) > 0 {
 		r.Env = pairs(q.Env)
+	}
+	if q.Queue != "" {
+		r.Queue = &q.Queue
+	}
+	r.After, r.AfterAny = q.After, q.AfterAny
+	if q.At != "" {
+		t, err := ParseStartTime(q.At, time.Now())
+		if err != nil {
+			return r, err
+		}
+		r.NotBefore = &t
+	}
+	if q.In != "" {
+		d, err := config.ParseDuration(q.In)
+		if err != nil {
+			return r, errs.Errorf(errs.Usage, "in: %v", err).WithHint("e.g. \"in\": \"15m\"")
+		}
+		r.In = &d
 	}
 	if q.Timeout != "" {
 		d, err := config.ParseDuration(q.Timeout)
@@ -91,20 +115,8 @@ func pairs(m map[string]string) []string {
 // that it cannot block the worker, and it leaves incoming once: taken, or
 // moved to spool/rejected with one audit line and one answer.
 func (s *Service) TakeRequests(sp *spool.Spool) {
-	dir := filepath.Join(sp.Dir, "incoming")
-	entries, err := os.ReadDir(dir)
-	if err != nil {
-		return
-	}
-	names := make([]string, 0, len(entries))
-	for _, e := range entries {
-		if !strings.HasPrefix(e.Name(), ".") && strings.HasSuffix(e.Name(), ".json") {
-			names = append(names, e.Name())
-		}
-	}
-	sort.Strings(names)
-	for _, n := range names {
-		s.takeRequest(sp, filepath.Join(dir, n))
+	for _, n := range sp.Incoming() {
+		s.takeRequest(sp, sp.IncomingPath(n))
 	}
 }
 
@@ -224,7 +236,7 @@ func (s *Service) writeResult(sp *spool.Spool, reqID string, v any, durable bool
 		write = status.WriteFileUnsynced
 	}
 	if err == nil {
-		err = write(filepath.Join(sp.Dir, "results", reqID+".json"), append(b, '\n'), 0o640)
+		err = write(sp.ResultPath(reqID), append(b, '\n'), 0o640)
 	}
 	if err != nil {
 		s.Log.Warnf("result of request %s: %v", reqID, err)

@@ -6,6 +6,7 @@ import (
 	"math/rand/v2"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/cmesh/cmesh-run/status"
 )
@@ -54,5 +55,27 @@ func TestChunkWriteJSONIsEncodingJSON(t *testing.T) {
 		if !bytes.Equal(got.Bytes(), want.Bytes()) {
 			t.Fatalf("data %q:\nstreamed %s\nprintJSON %s", in, got.Bytes(), want.Bytes())
 		}
+	}
+}
+
+// A spool request's job-system fields reach the typed request as the
+// flags of the same names do.
+func TestSpoolRequestDecode(t *testing.T) {
+	q := SpoolRequest{RequestID: "r1", Profile: "build", Args: map[string]string{"b": "2", "a": "1"}, Queue: "deploy",
+		After: []string{"20261204-030000.000000-aaaaaa"}, AfterAny: true, In: "10m"}
+	r, err := q.Decode("spool:www-data")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if *r.Profile != "build" || strings.Join(r.Args, " ") != "a=1 b=2" || *r.Queue != "deploy" || len(r.After) != 1 || !r.AfterAny ||
+		r.In == nil || *r.In != 10*time.Minute || r.Backend != "spool" || r.Asker != "spool:www-data" {
+		t.Errorf("decoded %+v", r)
+	}
+	if _, err := (SpoolRequest{In: "soon"}).Decode("x"); err == nil {
+		t.Error("a bad in was taken")
+	}
+	at, err := (SpoolRequest{At: "2026-12-24T03:00:00Z"}).Decode("x")
+	if err != nil || at.NotBefore == nil || !at.NotBefore.Equal(time.Date(2026, 12, 24, 3, 0, 0, 0, time.UTC)) {
+		t.Errorf("at: %+v, %v", at.NotBefore, err)
 	}
 }

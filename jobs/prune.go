@@ -1,8 +1,6 @@
 package jobs
 
 import (
-	"os"
-	"path/filepath"
 	"time"
 
 	"github.com/cmesh/cmesh-run/errs"
@@ -147,13 +145,5 @@ func pruneResults(st *status.Store, age time.Duration) {
 	if age == 0 {
 		age = 24 * time.Hour
 	}
-	sp := spool.New(st.Dir)
-	sp.PruneRejected(age)
-	dir := filepath.Join(sp.Dir, "results")
-	entries, _ := os.ReadDir(dir)
-	for _, e := range entries {
-		if info, err := e.Info(); err == nil && info.Mode().IsRegular() && time.Since(info.ModTime()) > age {
-			_ = os.Remove(filepath.Join(dir, e.Name()))
-		}
-	}
+	spool.New(st.Dir).PruneResults(age)
 }

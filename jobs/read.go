@@ -80,6 +80,7 @@ func (s *Service) Overview() ([]status.Job, error) {
 type Filter struct {
 	States map[status.State]bool
 	Name   string
+	Queue  string
 	Limit  int
 }
 
@@ -96,7 +97,7 @@ func (s *Service) List(f Filter) ([]status.Job, error) {
 	probe := s.Probe()
 	err = st.Newest(func(id string) bool {
 		j, ok := s.load(st, id, probe)
-		if ok && (f.Name == "" || j.NameOrEmpty() == f.Name) && (f.States == nil || f.States[j.State]) {
+		if ok && (f.Name == "" || j.NameOrEmpty() == f.Name) && (f.Queue == "" || j.QueueName() == f.Queue) && (f.States == nil || f.States[j.State]) {
 			jobs = append(jobs, j)
 		}
 		return f.Limit == 0 || len(jobs) < f.Limit

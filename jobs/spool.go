@@ -61,7 +61,7 @@ func (s *Service) Work(p *Spool, stop <-chan os.Signal, poll time.Duration) {
 		s.Log.Warnf("worker: %v; auto cannot tell that a worker runs", err)
 	}
 	defer p.UnmarkWorker()
-	wake := watch(p.Dir+"/queue", p.Dir+"/incoming")
+	wake := watch(p.WatchDirs()...)
 	tick := time.NewTicker(poll)
 	defer tick.Stop()
 	s.Log.WithField("spool", p.Dir).Info("worker started")

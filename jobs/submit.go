@@ -41,6 +41,9 @@ func (s *Service) Submit(sub policy.Submission) (*status.Record, bool, error) {
 	if err != nil {
 		return nil, false, err
 	}
+	if err := checkAfter(st, sub.After); err != nil {
+		return nil, false, err
+	}
 	exe, err := os.Executable()
 	if err != nil {
 		return nil, false, err
@@ -74,13 +77,25 @@ func (s *Service) Submit(sub policy.Submission) (*status.Record, bool, error) {
 			Backend: be.Name(), User: who.Name, RequestedBy: asker,
 			Attempt: 1, CreatedAt: time.Now().UTC(), OutputPath: st.OutputPath(id),
 			Retries: sub.Control.Retries, Profile: sub.Profile,
+			Queue: sub.Queue, After: sub.After, AfterAny: sub.AfterAny, NotBefore: sub.NotBefore,
 		},
-		Nonce: status.NewNonce(),
+		Nonce:       status.NewNonce(),
+		ProfileName: sub.ProfileName, ProfileArgs: sub.ProfileArgs, Env: sub.CallerEnv, Unique: sub.Unique,
+	}
+	if sub.RerunOf != "" {
+		rec.RerunOf = &sub.RerunOf
+	}
+	if sub.In != nil {
+		t := rec.CreatedAt.Add(*sub.In)
+		rec.NotBefore = &t
 	}
 	if sub.Control.Timeout > 0 {
 		rec.Timeout = status.Ptr(sub.Control.Timeout.String())
 	}
 	spec := sub.Control
+	if rec.NotBefore != nil {
+		spec.NotBefore = *rec.NotBefore
+	}
 	spec.Nonce, spec.Workdir, spec.Env = rec.Nonce, workdir, s.jobEnv(rec, who, sub.Env, sub.Inherit)
 	spec.Key = status.NewNonce()
 	rec.SpecMAC = spec.MAC(sub.Argv)
@@ -131,6 +146,23 @@ func (s *Service) Submit(sub policy.Submission) (*status.Record, bool, error) {
 	s.Audit.Job(rec, "scheduled", nil)
 	s.Retain(st)
 	return rec, false, nil
+}
+
+// checkAfter makes sure every job to wait for exists, and that the caller
+// may read it: its outcome decides whether the new job runs.
+func checkAfter(st *status.Store, after []string) error {
+	for _, id := range after {
+		if _, err := st.Load(id); err != nil {
+			if errors.Is(err, fs.ErrPermission) {
+				return policy.Deny("--after %s: you may not read that job", id).WithHint("wait only for jobs you can see with cmesh-run status")
+			}
+			if errs.KindOf(err) == errs.NotFound {
+				return errs.Errorf(errs.NotFound, "--after %s: no such job", id).WithHint("list the jobs with: cmesh-run list")
+			}
+			return err
+		}
+	}
+	return nil
 }
 
 // unfinishedNamed returns the newest job called name that is queued,
@@ -257,4 +289,23 @@ func (s *Service) jobFileMode() os.FileMode {
 		return 0o600
 	}
 	return 0o640
+}
+
+// ParseStartTime reads a --at TIME: RFC 3339, or HH:MM in local time, the
+// next such moment after now (today's, else tomorrow's: "03:00" at 04:00
+// is tomorrow night).
+func ParseStartTime(s string, now time.Time) (time.Time, error) {
+	if t, err := time.Parse(time.RFC3339, s); err == nil {
+		return t, nil
+	}
+	if hm, err := time.ParseInLocation("15:04", s, time.Local); err == nil {
+		y, m, d := now.Date()
+		t := time.Date(y, m, d, hm.Hour(), hm.Minute(), 0, 0, time.Local)
+		if !t.After(now) {
+			t = t.AddDate(0, 0, 1)
+		}
+		return t, nil
+	}
+	return time.Time{}, errs.Errorf(errs.Usage, "--at %q: want RFC 3339 (2026-12-24T03:00:00Z) or HH:MM", s).
+		WithHint("e.g. --at 03:00, or --in 15m")
 }

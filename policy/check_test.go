@@ -130,6 +130,26 @@ func TestEveryRuleRefusesAndPasses(t *testing.T) {
 			func() error { return CheckCommand("setup", false, sudo) }, func() error { return CheckCommand("setup", false, Mode{Sudo: true, Root: true}) }},
 		{"under sudo a command that reads a file the caller names is refused",
 			func() error { return CheckCommand("config check", true, sudo) }, func() error { return CheckCommand("config check", false, sudo) }},
+		{"under sudo queue pause and resume need allow_queue_control",
+			func() error { return CheckQueueControl(sudo, cfg(nil)) },
+			func() error { c := cfg(nil); c.AllowQueueControl = true; return CheckQueueControl(sudo, c) }},
+		{"under sudo only a profile job may be rerun",
+			func() error { return check(Request{From: Sudo, Argv: []string{"id"}, RerunOf: "x"}, cfg(&yes)) },
+			func() error { return check(with(prof(Sudo), func(r *Request) { r.RerunOf = "x" }), cfg(nil)) }},
+		{"a profile that names a queue keeps its jobs there",
+			func() error {
+				c := cfg(nil)
+				p := c.Profiles["build"]
+				p.Queue = "build"
+				c.Profiles["build"] = p
+				c.Queues = map[string]config.Queue{"build": {MaxRunning: 1}, "other": {}}
+				return check(with(prof(Sudo), func(r *Request) { r.Queue = str("other") }), c)
+			},
+			func() error {
+				c := cfg(nil)
+				c.Queues = map[string]config.Queue{"other": {}}
+				return check(with(prof(Sudo), func(r *Request) { r.Queue = str("other") }), c)
+			}},
 		{"a worker or drain as root refuses another user's state dir",
 			func() error { return CheckWorkerStateDir("/s", 0, 1000, "cmesh") }, func() error { return CheckWorkerStateDir("/s", 1000, 1000, "cmesh") }},
 	}

@@ -132,6 +132,17 @@ func CheckWorkerStateDir(dir string, euid, owner int, ownerName string) error {
 		WithHint("run the worker or drain as %s (supervisor's user=, cron's user field, or runuser -u %s -- cmesh-run ...)", ownerName, ownerName)
 }
 
+// CheckQueueControl refuses, under sudo, pausing and resuming queues
+// unless the config allows it (allow_queue_control): a paused queue stops
+// everyone's builds.
+func CheckQueueControl(m Mode, cfg *config.Config) error {
+	if m.Sudo && !cfg.AllowQueueControl {
+		return Deny("pausing and resuming queues is refused under sudo").
+			WithHint("set allow_queue_control = true in %s to allow it", configPath(cfg))
+	}
+	return nil
+}
+
 // FreeCommandsAllowed tells whether a command that is not a profile may
 // run: what the config says, else yes for a plain caller and no under sudo.
 func FreeCommandsAllowed(cfg *config.Config, m Mode) bool {

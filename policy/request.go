@@ -59,6 +59,15 @@ type Request struct {
 	Limits                     []status.Rlimit
 	MemoryMax, CPUQuota        string
 	Backend                    string
+
+	// The job system: a queue of the config's, jobs to wait for, a time
+	// not to start before, the job this one reruns.
+	Queue     *string
+	After     []string
+	AfterAny  bool
+	NotBefore *time.Time     // --at
+	In        *time.Duration // --in: counted from the job's created_at
+	RerunOf   string
 }
 
 // Submission is a request that passed Check: what to start, and how.
@@ -73,6 +82,16 @@ type Submission struct {
 	Control status.Spec // timeout, grace, retries, delay, nice, limits, quotas, slots
 	Profile string      // "NAME key=value ...", for the audit
 	Asker   string
+
+	CallerEnv   []string          // --env as given, for rerun
+	ProfileName string            // for rerun
+	ProfileArgs map[string]string // for rerun
+	Queue       string
+	After       []string
+	AfterAny    bool
+	NotBefore   *time.Time
+	In          *time.Duration
+	RerunOf     string
 }
 
 // Check applies every rule of a request to schedule: under sudo and in
@@ -87,6 +106,9 @@ func Check(r Request, cfg *config.Config) (Submission, error) {
 	where := r.From.where()
 	if untrusted && r.Inherit {
 		return sub, Deny("--inherit-env is refused %s", where).WithHint("pass what the job needs with --env, where the profile allows it")
+	}
+	if untrusted && r.RerunOf != "" && r.Profile == nil {
+		return sub, Deny("only a profile job may be rerun %s", where).WithHint("rerun a job that was scheduled with --profile")
 	}
 	var prof *config.Profile
 	if r.Profile != nil {
@@ -115,6 +137,7 @@ func Check(r Request, cfg *config.Config) (Submission, error) {
 			sub.Name = &e.Name
 		}
 		sub.Profile = Describe(name, args)
+		sub.ProfileName, sub.ProfileArgs = name, args
 	} else {
 		if r.Args != nil {
 			return sub, errs.Errorf(errs.Usage, "--arg goes with --profile").WithHint("cmesh-run schedule --profile NAME --arg KEY=VALUE")
@@ -156,6 +179,7 @@ func Check(r Request, cfg *config.Config) (Submission, error) {
 		return sub, err
 	}
 	sub.Env = r.Env
+	sub.CallerEnv = r.Env
 	if untrusted && len(r.Env) > 0 && !free {
 		for _, kv := range r.Env {
 			k, _, _ := strings.Cut(kv, "=")
@@ -189,7 +213,52 @@ func Check(r Request, cfg *config.Config) (Submission, error) {
 	sub.Inherit = r.Inherit
 	sub.Backend = r.Backend
 	sub.Asker = r.Asker
+	if err := jobSystem(r, &sub, prof, cfg); err != nil {
+		return sub, err
+	}
 	return sub, nil
+}
+
+// jobSystem checks and fills in the queue, the dependencies and the start
+// time. A profile that names a queue keeps its jobs there.
+func jobSystem(r Request, sub *Submission, prof *config.Profile, cfg *config.Config) error {
+	sub.Queue = config.DefaultQueue
+	if prof != nil && prof.Queue != "" {
+		sub.Queue = prof.Queue
+	}
+	if r.Queue != nil {
+		if prof != nil && prof.Queue != "" && *r.Queue != prof.Queue {
+			return Deny("profile %s runs in queue %s, not %s", sub.ProfileName, prof.Queue, *r.Queue).WithHint("drop --queue")
+		}
+		sub.Queue = *r.Queue
+	}
+	slots, ok := cfg.QueueSlots(sub.Queue)
+	if !ok {
+		return errs.Errorf(errs.Usage, "no queue %q", sub.Queue).
+			WithHint("queues: %s; add [queues.%s] to %s", strings.Join(cfg.QueueNames(), ", "), sub.Queue, configPath(cfg))
+	}
+	sub.Control.Slots = slots
+	sub.Control.Queue = sub.Queue
+	for _, id := range r.After {
+		if err := status.CheckID(id); err != nil {
+			return err
+		}
+	}
+	if r.AfterAny && len(r.After) == 0 {
+		return errs.Errorf(errs.Usage, "--after-any goes with --after").WithHint("--after ID[,ID...] --after-any")
+	}
+	sub.After, sub.AfterAny = r.After, r.AfterAny
+	sub.Control.After, sub.Control.AfterAny = r.After, r.AfterAny
+	if r.NotBefore != nil && r.In != nil {
+		return errs.Errorf(errs.Usage, "--at and --in both given").WithHint("give one of them")
+	}
+	if r.NotBefore != nil {
+		t := r.NotBefore.UTC()
+		sub.NotBefore = &t
+	}
+	sub.In = r.In
+	sub.RerunOf = r.RerunOf
+	return nil
 }
 
 // control fills in the job-control values, with the config's defaults.
@@ -217,7 +286,6 @@ func control(r Request, cfg *config.Config) (status.Spec, error) {
 	if s.Nice < -20 || s.Nice > 19 {
 		return s, errs.Errorf(errs.Usage, "--nice %d: want -20 to 19", s.Nice).WithHint("e.g. --nice 10")
 	}
-	s.Slots = cfg.MaxRunning
 	return s, nil
 }
 

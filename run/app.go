@@ -80,6 +80,8 @@ func newApp(stdout, stderr io.Writer) (*app, *cli.App) {
 			a.newLogCommand(),
 			a.newWaitCommand(),
 			a.newCancelCommand(),
+			a.newRerunCommand(),
+			a.newQueueCommand(),
 			a.newPruneCommand(),
 			a.newDoctorCommand(),
 			a.newSetupCommand(),

@@ -16,6 +16,7 @@ func (a *app) newListCommand() *cli.Command {
 		Flags: []cli.Flag{
 			&cli.StringFlag{Name: "state", Usage: "only jobs in these states: `S[,S...]`"},
 			&cli.StringFlag{Name: "name", Usage: "only jobs of this `NAME`"},
+			&cli.StringFlag{Name: "queue", Usage: "only jobs of queue `NAME`"},
 			&cli.IntFlag{Name: "limit", Value: 50, Usage: "at most `N` jobs; 0 for all"},
 			&cli.BoolFlag{Name: "json", Usage: "print a JSON array of job objects"},
 		},
@@ -39,7 +40,7 @@ func (a *app) runList(c *cli.Context) error {
 	if limit < 0 {
 		return errs.Errorf(errs.Usage, "--limit must be 0 or more").WithHint("--limit 0 lists every job")
 	}
-	list, err := a.svc.List(jobs.Filter{States: states, Name: c.String("name"), Limit: limit})
+	list, err := a.svc.List(jobs.Filter{States: states, Name: c.String("name"), Queue: c.String("queue"), Limit: limit})
 	if err != nil {
 		return err
 	}

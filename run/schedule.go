@@ -1,12 +1,14 @@
 package run
 
 import (
+	"strings"
 	"time"
 
 	"github.com/urfave/cli/v2"
 
 	"github.com/cmesh/cmesh-run/config"
 	"github.com/cmesh/cmesh-run/errs"
+	"github.com/cmesh/cmesh-run/jobs"
 	"github.com/cmesh/cmesh-run/policy"
 	"github.com/cmesh/cmesh-run/status"
 )
@@ -42,6 +44,11 @@ func (a *app) newScheduleCommand() *cli.Command {
 			&cli.StringFlag{Name: "memory-max", Usage: "memory quota (`BYTES`); only a backend that can enforce it accepts it (at cannot: refused)"},
 			&cli.StringFlag{Name: "cpu-quota", Usage: "CPU quota (`PERCENT`); only a backend that can enforce it accepts it (at cannot: refused)"},
 			&cli.StringFlag{Name: "backend", Usage: "`BACKEND` that starts the job: at, systemd, spool, direct or auto (see BACKENDS)", DefaultText: "the config's backend, else at"},
+			&cli.StringFlag{Name: "queue", Usage: "run in the config's queue `NAME` ([queues.NAME]: its own max_running; creation order)", DefaultText: "the profile's, else default"},
+			&cli.StringFlag{Name: "after", Usage: "start only once the jobs `ID[,ID...]` have finished, and only if all succeeded (else end canceled, with the reason)"},
+			&cli.BoolFlag{Name: "after-any", Usage: "with --after: start whatever they ended as"},
+			&cli.StringFlag{Name: "at", Usage: "start no earlier than `TIME`: RFC 3339 (2026-12-24T03:00:00Z) or HH:MM (the next such time, local)"},
+			&cli.StringFlag{Name: "in", Usage: "start no earlier than `DUR` from now (90s, 15m, 2h)"},
 			&cli.BoolFlag{Name: "json", Usage: "print the job object as one line of JSON instead of the ID"},
 		},
 		Action: a.runSchedule,
@@ -96,6 +103,17 @@ func requestFromFlags(c *cli.Context, m policy.Mode) (policy.Request, error) {
 		return &v
 	}
 	r.Profile, r.Command, r.Name, r.Workdir = str("profile"), str("command"), str("name"), str("workdir")
+	r.Queue, r.AfterAny = str("queue"), c.Bool("after-any")
+	if c.IsSet("after") {
+		for _, id := range strings.Split(c.String("after"), ",") {
+			if id = strings.TrimSpace(id); id != "" {
+				r.After = append(r.After, id)
+			}
+		}
+	}
+	if err := startTime(c, &r, time.Now()); err != nil {
+		return r, err
+	}
 	if c.IsSet("arg") {
 		r.Args = c.StringSlice("arg")
 	}
@@ -122,4 +140,23 @@ func requestFromFlags(c *cli.Context, m policy.Mode) (policy.Request, error) {
 		}
 	}
 	return r, nil
+}
+
+// startTime reads --at and --in into r.
+func startTime(c *cli.Context, r *policy.Request, now time.Time) error {
+	if c.IsSet("in") {
+		d, err := config.ParseDuration(c.String("in"))
+		if err != nil {
+			return errs.Errorf(errs.Usage, "--in: %v", err).WithHint("e.g. --in 15m")
+		}
+		r.In = &d
+	}
+	if c.IsSet("at") {
+		t, err := jobs.ParseStartTime(c.String("at"), now)
+		if err != nil {
+			return err
+		}
+		r.NotBefore = &t
+	}
+	return nil
 }

@@ -81,6 +81,27 @@ func printJob(w io.Writer, j status.Job) error {
 		{"finished_at", fmtTime(j.FinishedAt)},
 		{"duration", duration(j)},
 		{"output_path", j.OutputPath},
+		{"queue", j.QueueName()},
+	}
+	if len(j.After) > 0 {
+		after := strings.Join(j.After, ",")
+		if j.AfterAny {
+			after += " (whatever they end as)"
+		}
+		lines = append(lines, [2]string{"after", after})
+	}
+	if j.NotBefore != nil {
+		nb := fmtTime(j.NotBefore)
+		if j.State == status.Queued {
+			nb += " (starts in " + time.Until(*j.NotBefore).Round(time.Second).String() + ")"
+		}
+		lines = append(lines, [2]string{"not_before", nb})
+	}
+	if j.RerunOf != nil {
+		lines = append(lines, [2]string{"rerun_of", *j.RerunOf})
+	}
+	if j.Reason != nil {
+		lines = append(lines, [2]string{"reason", *j.Reason})
 	}
 	var b strings.Builder
 	for _, l := range lines {

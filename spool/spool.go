@@ -350,3 +350,49 @@ func init() {
 		},
 	})
 }
+
+// Unclaim removes job id's claim once its record says the job is its
+// wrapper's: until then readers take the claim as "on its way". The
+// wrapper calls it for every job; a job of another backend has none.
+func Unclaim(stateDir, id string) {
+	_ = os.Remove(New(stateDir).path("claimed", id+".sh"))
+}
+
+// Incoming lists the names of the requests waiting in incoming, in name
+// order: entries of any kind (they are checked when taken), not the
+// temporary ones (a leading dot).
+func (s *Spool) Incoming() []string {
+	entries, err := os.ReadDir(s.path("incoming"))
+	if err != nil {
+		return nil
+	}
+	names := make([]string, 0, len(entries))
+	for _, e := range entries {
+		if !strings.HasPrefix(e.Name(), ".") && strings.HasSuffix(e.Name(), ".json") {
+			names = append(names, e.Name())
+		}
+	}
+	slices.Sort(names)
+	return names
+}
+
+// IncomingPath is where request name lies.
+func (s *Spool) IncomingPath(name string) string { return s.path("incoming", name) }
+
+// ResultPath is where the answer to request reqID goes.
+func (s *Spool) ResultPath(reqID string) string { return s.path("results", reqID+".json") }
+
+// WatchDirs are the folders whose arrivals wake a worker.
+func (s *Spool) WatchDirs() []string { return []string{s.path("queue"), s.path("incoming")} }
+
+// PruneResults removes answers older than age: a caller that has not read
+// its answer by then has given up. Refused requests go too.
+func (s *Spool) PruneResults(age time.Duration) {
+	s.PruneRejected(age)
+	entries, _ := os.ReadDir(s.path("results"))
+	for _, e := range entries {
+		if info, err := e.Info(); err == nil && info.Mode().IsRegular() && time.Since(info.ModTime()) > age {
+			_ = os.Remove(s.path("results", e.Name()))
+		}
+	}
+}

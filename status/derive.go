@@ -11,6 +11,7 @@ type Probe func(r *Record) (pending bool, err error)
 // may read the state dir may call it.
 func (s *Store) Derive(r *Record, pending Probe) Job {
 	j := r.Job
+	j.Queue = j.QueueName()
 	switch j.State {
 	case Running, Waiting:
 		if proc.Alive(r.WrapperPID, r.WrapperStart, r.BootID) || proc.Alive(pid(j.PID), r.PIDStart, r.BootID) {
@@ -28,6 +29,12 @@ func (s *Store) Derive(r *Record, pending Probe) Job {
 		}
 		j.State = Lost
 	case Queued:
+		// A wrapper that took the job holds it until its start time: the
+		// backend may have let go of it (at's job ran, the spool's claim
+		// is old).
+		if r.WrapperPID > 0 && proc.Alive(r.WrapperPID, r.WrapperStart, r.BootID) {
+			return j
+		}
 		if pending == nil {
 			return j
 		}

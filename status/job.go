@@ -57,6 +57,13 @@ type Job struct {
 	FinishedAt  *time.Time `json:"finished_at"`
 	OutputPath  string     `json:"output_path"`
 	Reused      *bool      `json:"reused,omitempty"`
+	// The job system's fields.
+	Queue     string     `json:"queue"`
+	After     []string   `json:"after"`               // jobs that must finish first, or null
+	AfterAny  bool       `json:"after_any,omitempty"` // start whatever they ended as
+	NotBefore *time.Time `json:"not_before"`          // not started before then, or null
+	RerunOf   *string    `json:"rerun_of"`            // the job this one reruns, or null
+	Reason    *string    `json:"reason"`              // why it waits, or why it ended without running
 }
 
 // Record is what the store keeps for a job: the public object plus what
@@ -80,6 +87,25 @@ type Record struct {
 	StartOffset int64 `json:"start_offset,omitempty"`
 	// Cancel is set by cancel for the wrapper to act on.
 	Cancel *CancelRequest `json:"cancel,omitempty"`
+	// WaitingFor says what a waiting job waits for: "after" (other
+	// jobs), "slot" or "pause" (its queue); a job waiting for other jobs
+	// holds no place in its queue's order.
+	WaitingFor string `json:"waiting_for,omitempty"`
+	// What rerun needs besides the public fields: the profile and its
+	// arguments, the --env pairs, --unique.
+	ProfileName string            `json:"profile_name,omitempty"`
+	ProfileArgs map[string]string `json:"profile_args,omitempty"`
+	Env         []string          `json:"env,omitempty"`
+	Unique      bool              `json:"unique,omitempty"`
+}
+
+// QueueName is the job's queue, the default one for a record from before
+// queues.
+func (j *Job) QueueName() string {
+	if j.Queue == "" {
+		return "default"
+	}
+	return j.Queue
 }
 
 // CancelRequest asks a running job's wrapper to stop it.

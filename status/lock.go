@@ -126,15 +126,17 @@ func jobOffset(id string) int64 {
 	return int64(h.Sum64() >> 2) // below 2^62: start plus length never overflow off_t
 }
 
-// TrySlot takes slot i of the max_running slots without waiting; ok is
-// false when another wrapper holds it. The slot is held until f is closed
-// or its holder dies.
-func (s *Store) TrySlot(i int) (f *os.File, ok bool, err error) {
+// TrySlot takes slot i of queue's max_running slots without waiting; ok
+// is false when another wrapper holds it. The slot is held until f is
+// closed or its holder dies. The default queue's slots are bytes 0, 1, ...
+// (as before queues); another queue's lie at an offset hashed from its
+// name, with room for 2^20 slots.
+func (s *Store) TrySlot(queue string, i int) (f *os.File, ok bool, err error) {
 	f, err = s.OpenPrivate("slots.lock", os.O_RDWR)
 	if err != nil {
 		return nil, false, err
 	}
-	if err := rangeLock(f, int64(i), false); err != nil {
+	if err := rangeLock(f, queueOffset(queue)+int64(i), false); err != nil {
 		f.Close()
 		if errors.Is(err, unix.EAGAIN) || errors.Is(err, unix.EACCES) {
 			return nil, false, nil
@@ -142,6 +144,13 @@ func (s *Store) TrySlot(i int) (f *os.File, ok bool, err error) {
 		return nil, false, err
 	}
 	return f, true, nil
+}
+
+func queueOffset(queue string) int64 {
+	if queue == "" || queue == "default" {
+		return 0
+	}
+	return jobOffset("queue:"+queue) &^ (1<<20 - 1)
 }
 
 // rangeLock takes a write lock on byte off of f.

@@ -37,7 +37,11 @@ type Spec struct {
 	RetryDelay time.Duration
 	Nice       int
 	Limits     []Rlimit
-	Slots      int // max_running: jobs of the state dir that may run at once
+	Slots      int // max_running of the job's queue
+	Queue      string
+	After      []string  // jobs that must finish first
+	AfterAny   bool      // whatever they ended as
+	NotBefore  time.Time // not started before then (zero: at once)
 	// Quotas for backends that can enforce them (systemd); the wrapper
 	// itself does not read them.
 	MemoryMax string
@@ -72,6 +76,18 @@ func (s Spec) Encode() []byte {
 	num("retry_delay", int64(s.RetryDelay))
 	num("nice", int64(s.Nice))
 	num("slots", int64(s.Slots))
+	if s.Queue != "" {
+		fmt.Fprintf(&b, "queue %s\n", strconv.Quote(s.Queue))
+	}
+	for _, id := range s.After {
+		fmt.Fprintf(&b, "after %s\n", strconv.Quote(id))
+	}
+	if s.AfterAny {
+		fmt.Fprintf(&b, "after_any %s\n", strconv.Quote("1"))
+	}
+	if !s.NotBefore.IsZero() {
+		fmt.Fprintf(&b, "not_before %s\n", strconv.Quote(strconv.FormatInt(s.NotBefore.UnixNano(), 10)))
+	}
 	for _, l := range s.Limits {
 		fmt.Fprintf(&b, "rlimit %s\n", strconv.Quote(l.Name+"="+strconv.FormatUint(l.Value, 10)))
 	}
@@ -121,6 +137,18 @@ func DecodeSpec(r io.Reader) (Spec, error) {
 			case "slots":
 				s.Slots = int(x)
 			}
+		case "queue":
+			s.Queue = v
+		case "after":
+			s.After = append(s.After, v)
+		case "after_any":
+			s.AfterAny = v == "1"
+		case "not_before":
+			x, err := strconv.ParseInt(v, 10, 64)
+			if err != nil {
+				return s, fmt.Errorf("job spec line %d: not_before: %v", n, err)
+			}
+			s.NotBefore = time.Unix(0, x).UTC()
 		case "rlimit":
 			name, val, _ := strings.Cut(v, "=")
 			x, err := strconv.ParseUint(val, 10, 64)

@@ -376,3 +376,30 @@ func (s *Store) names(dir, suffix string) ([]string, error) {
 	slices.Reverse(ids)
 	return ids, nil
 }
+
+// A paused queue is a file, STATE_DIR/queues/NAME.paused, so that a pause
+// outlives every process and a reboot.
+func (s *Store) pausePath(queue string) string {
+	return filepath.Join(s.Dir, "queues", queue+".paused")
+}
+
+// Paused tells whether queue is paused.
+func (s *Store) Paused(queue string) bool {
+	_, err := os.Lstat(s.pausePath(queue))
+	return err == nil
+}
+
+// SetPaused pauses (on) or resumes queue.
+func (s *Store) SetPaused(queue string, on bool) error {
+	p := s.pausePath(queue)
+	if !on {
+		if err := os.Remove(p); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return err
+		}
+		return nil
+	}
+	if err := mkdir(filepath.Dir(p)); err != nil && !errors.Is(err, fs.ErrExist) {
+		return err
+	}
+	return WriteFile(p, nil, fileMode)
+}

@@ -15,30 +15,9 @@ import (
 
 const slotPoll = 50 * time.Millisecond
 
-// waitForSlot blocks until this job holds one of n slots, or a cancel
-// comes (then it reports true and holds nothing).
-func (w *wrap) waitForSlot(n int) (*os.File, bool) {
-	for {
-		if w.isOldestWaiting() {
-			if f := w.tryAnySlot(n); f != nil {
-				return f, false
-			}
-		}
-		select {
-		case s := <-w.sigs:
-			if r, _ := w.cancelRequested(s); r {
-				return nil, true
-			}
-		case <-w.chld:
-			reapAll()
-		case <-time.After(slotPoll):
-		}
-	}
-}
-
 func (w *wrap) tryAnySlot(n int) *os.File {
 	for i := range n {
-		if f, ok, err := w.st.TrySlot(i); err == nil && ok {
+		if f, ok, err := w.st.TrySlot(w.spec.Queue, i); err == nil && ok {
 			return f
 		}
 	}
@@ -51,10 +30,11 @@ func (w *wrap) tryAnySlot(n int) *os.File {
 // the rest.
 const queuedGrace = 10 * time.Second
 
-// isOldestWaiting reports whether no older job of the state dir is
-// waiting with a live wrapper, or about to: creation order decides who
-// runs next.
-func (w *wrap) isOldestWaiting() bool {
+// isOldestWaiting reports whether no older job of the queue is waiting
+// for it with a live wrapper, or about to: creation order decides who runs
+// next. A job that waits for other jobs, or for its start time, holds no
+// place: it may wait for long, and the queue goes on without it.
+func (w *wrap) isOldestWaiting(queue string) bool {
 	ids, err := w.st.ActiveIDs()
 	if err != nil {
 		return true
@@ -64,13 +44,15 @@ func (w *wrap) isOldestWaiting() bool {
 			continue
 		}
 		r, err := w.st.Load(id)
-		if err != nil {
+		if err != nil || r.QueueName() != queue {
 			continue
 		}
-		if r.State == status.Waiting && proc.Alive(r.WrapperPID, r.WrapperStart, r.BootID) {
+		if r.State == status.Waiting && (r.WaitingFor == "" || r.WaitingFor == "slot" || r.WaitingFor == "pause") &&
+			proc.Alive(r.WrapperPID, r.WrapperStart, r.BootID) {
 			return false
 		}
-		if r.State == status.Queued && r.Cancel == nil && time.Since(r.CreatedAt) < queuedGrace {
+		if r.State == status.Queued && r.Cancel == nil && r.WaitingFor == "" && len(r.After) == 0 &&
+			(r.NotBefore == nil || !r.NotBefore.After(time.Now())) && time.Since(r.CreatedAt) < queuedGrace {
 			return false
 		}
 	}

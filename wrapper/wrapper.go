@@ -24,7 +24,6 @@ import (
 	"os"
 	"os/exec"
 	"os/signal"
-	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -34,6 +33,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/cmesh/cmesh-run/proc"
+	"github.com/cmesh/cmesh-run/spool"
 	"github.com/cmesh/cmesh-run/status"
 )
 
@@ -66,6 +66,7 @@ func Run(stateDir, id string, argv []string, stdin io.Reader) int {
 		return fail(err)
 	}
 	w := &wrap{st: st, id: id, argv: argv, spec: spec, sigs: sigs, chld: chld}
+	defer func() { status.Unlock(w.slot) }()
 	return w.run()
 }
 
@@ -77,6 +78,7 @@ type wrap struct {
 	sigs chan os.Signal
 	chld chan os.Signal
 	out  *os.File
+	slot *os.File // the queue's slot, held from the first attempt to the end
 }
 
 // relock takes the job's lock and reads its record under it.
@@ -96,7 +98,7 @@ func (w *wrap) relock() (*os.File, *status.Record, error) {
 // unclaim removes a spool job's claim once the record says the job is
 // the wrapper's: until then readers take the claim as "on its way".
 func (w *wrap) unclaim() {
-	_ = os.Remove(filepath.Join(w.st.Dir, "spool", "claimed", w.id+".sh"))
+	spool.Unclaim(w.st.Dir, w.id)
 }
 
 // matches refuses an argv, workdir, environment or any other spec value
@@ -165,23 +167,13 @@ func (w *wrap) run() int {
 	rec.WrapperStart, _ = proc.ProcStart(rec.WrapperPID)
 	rec.BootID = proc.BootID()
 
-	if w.spec.Slots > 0 {
-		rec.State = status.Waiting
-		if err := w.st.Save(rec); err != nil {
-			status.Unlock(lock)
-			return fail(err)
-		}
-		w.unclaim()
-		status.Unlock(lock)
-		slot, canceled := w.waitForSlot(w.spec.Slots)
-		if slot != nil {
-			defer slot.Close()
-		}
-		if lock, rec, err = w.relock(); err != nil {
-			return fail(err)
-		}
-		if canceled || rec.Cancel != nil {
-			w.finish(lock, rec, outcome{reason: "canceled"})
+	// Before the job's first attempt: its start time, the jobs it waits
+	// for, its queue (paused, or all slots taken). Each wait lets the
+	// lock go and takes it again; done says the job ended on the way (a
+	// cancel, a failed dependency) and the lock is gone.
+	for _, wait := range []func(*os.File, *status.Record) (*os.File, *status.Record, bool){w.waitTime, w.waitAfter, w.waitQueue} {
+		var done bool
+		if lock, rec, done = wait(lock, rec); done {
 			return 0
 		}
 	}

@@ -34,13 +34,15 @@ type Harness struct {
 
 // Job is the part of SPEC's job object the suite judges.
 type Job struct {
-	ID       string `json:"id"`
-	State    string `json:"state"`
-	ExitCode *int   `json:"exit_code"`
-	Signal   string `json:"signal"`
-	Attempt  int    `json:"attempt"`
-	Backend  string `json:"backend"`
-	PID      *int   `json:"pid"`
+	ID        string     `json:"id"`
+	State     string     `json:"state"`
+	ExitCode  *int       `json:"exit_code"`
+	Signal    string     `json:"signal"`
+	Attempt   int        `json:"attempt"`
+	Backend   string     `json:"backend"`
+	PID       *int       `json:"pid"`
+	Reason    *string    `json:"reason"`
+	NotBefore *time.Time `json:"not_before"`
 }
 
 // Run runs every case against h.
@@ -109,6 +111,36 @@ func Run(t *testing.T, h Harness) {
 		}
 		if code := h.wait(t, id); code != 125 {
 			t.Errorf("wait exited %d for a canceled job, want 125", code)
+		}
+	})
+	t.Run("after", func(t *testing.T) {
+		// The wrapper does the waiting, whatever the backend: the second
+		// job starts after the first ended, and not at all after a failure.
+		first := h.schedule(t, nil, "sh", "-c", "sleep 0.5")
+		second := h.schedule(t, []string{"--after", first}, "true")
+		h.expect(t, h.finish(t, second), "succeeded", 0, "")
+		a, b := h.start(t, first), h.start(t, second)
+		if end := h.end(t, first); b.Before(end) {
+			t.Errorf("the job after %s started at %v, before it ended at %v (it started %v)", first, b, end, a)
+		}
+		bad := h.schedule(t, nil, "sh", "-c", "exit 1")
+		never := h.schedule(t, []string{"--after", bad}, "true")
+		j := h.finish(t, never)
+		if j.State != "canceled" || j.Reason == nil || *j.Reason != "dependency "+bad+" failed" {
+			t.Errorf("after a failed job: %+v, want canceled with reason \"dependency %s failed\"", j, bad)
+		}
+	})
+	t.Run("delayed", func(t *testing.T) {
+		id := h.schedule(t, []string{"--in", "2s"}, "true")
+		j := h.status(t, id)
+		if j.State != "queued" || j.NotBefore == nil {
+			t.Errorf("a job --in 2s: %+v, want queued with not_before", j)
+		}
+		h.expect(t, h.finish(t, id), "succeeded", 0, "")
+		if j.NotBefore != nil {
+			if start := h.start(t, id); start.Before(*j.NotBefore) || start.After(j.NotBefore.Add(2*time.Second)) {
+				t.Errorf("started at %v, want from not_before %v to 2 s after", start, *j.NotBefore)
+			}
 		}
 	})
 	t.Run("lost", func(t *testing.T) {
@@ -233,4 +265,41 @@ func (h Harness) wrapperPID(t *testing.T, id string) int {
 		t.Fatalf("record of %s has no wrapper_pid (%v): %s", id, err, b)
 	}
 	return r.WrapperPID
+}
+
+// start and end are when the job's first attempt started and its last
+// ended, from the wrapper's markers in its output file.
+func (h Harness) start(t *testing.T, id string) time.Time { return Start(t, h.StateDir, id) }
+func (h Harness) end(t *testing.T, id string) time.Time   { return End(t, h.StateDir, id) }
+
+// Start is when job id of the state dir started its first attempt, from
+// the wrapper's start marker.
+func Start(t *testing.T, stateDir, id string) time.Time { return marker(t, stateDir, id, "start") }
+
+// End is when job id's last attempt ended, from its end marker.
+func End(t *testing.T, stateDir, id string) time.Time { return marker(t, stateDir, id, "end") }
+
+func marker(t *testing.T, stateDir, id, kind string) time.Time {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join(stateDir, "jobs", id+".out"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var found time.Time
+	for _, line := range strings.Split(string(b), "\n") {
+		if !strings.HasPrefix(line, "[cmesh-run:") || !strings.Contains(line, " "+kind+" ") {
+			continue
+		}
+		for _, f := range strings.Fields(strings.TrimSuffix(line, "]")) {
+			if v, ok := strings.CutPrefix(f, "time="); ok {
+				if tm, err := time.Parse(time.RFC3339Nano, v); err == nil && (kind == "end" || found.IsZero()) {
+					found = tm
+				}
+			}
+		}
+	}
+	if found.IsZero() {
+		t.Fatalf("no %s marker in the output of %s: %q", kind, id, b)
+	}
+	return found
 }

@@ -16,6 +16,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/cmesh/cmesh-run/test/itest"
 )
 
 // world is what the test set up: paths, ids and the pool.
@@ -58,7 +60,7 @@ timeout = "1m"
 // sudo, then every refusal. Each step needs the previous ones, so a failed step ends the test
 // (cleanup still restores the machine).
 func TestRunAsAndLockDown(t *testing.T) {
-	bin := requireIntegration(t)
+	bin := itest.Require(t, "sudo", needs)
 	start := time.Now()
 	lockSuite(t)
 	repairCrashedRun(t)
@@ -67,7 +69,7 @@ func TestRunAsAndLockDown(t *testing.T) {
 	}
 
 	root, err := os.MkdirTemp("/var/tmp", "cmesh-sudo-test-")
-	must(t, err)
+	itest.Must(t, err)
 	var m *manifest
 	t.Cleanup(func() {
 		if m == nil { // saveMachine failed: nothing was changed but the temp tree
@@ -82,25 +84,27 @@ func TestRunAsAndLockDown(t *testing.T) {
 			return
 		}
 		t.Logf("machine restored in %v (user %s gone, %s, %s, %s, %s, %s as they were)",
-			time.Since(t0).Round(time.Millisecond), runAs, sudoers, confFile, installed, atDeny, atAllow)
+			time.Since(t0).Round(time.Millisecond), runAs, sudoers, confFile, installed, itest.AtDeny, itest.AtAllow)
 	})
-	must(t, os.Chmod(root, 0o755))
+	itest.Must(t, os.Chmod(root, 0o755))
 
 	w := &world{bin: bin, root: root, stateDir: filepath.Join(root, "state"), auditDir: filepath.Join(root, "audit"), evil: filepath.Join(root, "evil")}
 	w.audit = filepath.Join(w.auditDir, "audit.log")
-	w.webUID, w.webGID = lookupIDs(t, webUser)
+	web := itest.LookupAccount(t, itest.WebUser)
+	w.webUID, w.webGID = web.UID, web.GID
 
 	if !t.Run("setup installs the run-as user, binary, sudo rule, at permission, state dir, config", func(t *testing.T) { testSetup(t, w) }) {
 		return
 	}
-	w.runUID, w.runGID = lookupIDs(t, runAs)
+	run := itest.LookupAccount(t, runAs)
+	w.runUID, w.runGID = run.UID, run.GID
 
 	if !t.Run("the test's config replaces the sample", func(t *testing.T) { writeConfig(t, w) }) {
 		return
 	}
 
 	w.pool = writePool(t, root)
-	w.pool.start()
+	w.pool.Start(t)
 
 	var first job
 	if !t.Run("a profile job from PHP-FPM runs as cmesh-test", func(t *testing.T) { first = testProfileJob(t, w) }) {
@@ -128,13 +132,14 @@ func TestRunAsAndLockDown(t *testing.T) {
 	t.Run("--arg and --env values byte for byte", func(t *testing.T) { testExactValues(t, w) })
 	t.Run("status and list escape control characters", func(t *testing.T) { testControlChars(t, w, l) })
 	t.Run("root's jobs: 0600 unless root_jobs_readable", func(t *testing.T) { testRootJobFiles(t, w, l) })
+	t.Run("rerun and queue control under sudo", func(t *testing.T) { testJobSystemUnderSudo(t, w, first) })
 	t.Run("every audit line is at most 4096 bytes", func(t *testing.T) { testAuditLinesBounded(t, w) })
 	t.Logf("test body took %v", time.Since(start).Round(time.Millisecond))
 }
 
 // ---------------------------------------------------------------------------------------------
 
-func rootEnv() []string { return []string{"PATH=" + rootPath, "HOME=/root", "LANG=C.UTF-8"} }
+func rootEnv() []string { return []string{"PATH=" + itest.StdPath, "HOME=/root", "LANG=C.UTF-8"} }
 
 func testSetup(t *testing.T, w *world) {
 	// A clean slate for what setup installs: a file someone left at one of these paths is
@@ -145,15 +150,15 @@ func testSetup(t *testing.T, w *world) {
 		}
 	}
 	// A site that denies at to system users: setup must notice and fix it for cmesh-test.
-	orig, err := os.ReadFile(atDeny)
-	must(t, err)
-	denyBefore, denyUID, denyGID := statOwner(t, atDeny)
-	if _, err := os.Stat(atAllow); err != nil {
-		must(t, putBack(saved{Path: atDeny, Mode: uint32(denyBefore.Mode()), UID: denyUID, GID: denyGID},
+	orig, err := os.ReadFile(itest.AtDeny)
+	itest.Must(t, err)
+	denyBefore, denyUID, denyGID := statOwner(t, itest.AtDeny)
+	if _, err := os.Stat(itest.AtAllow); err != nil {
+		itest.Must(t, putBack(saved{Path: itest.AtDeny, Mode: uint32(denyBefore.Mode()), UID: denyUID, GID: denyGID},
 			append(withNL(orig), []byte(runAs+"\n")...)))
 	}
 
-	args := []string{"--state-dir", w.stateDir, "setup", "--web-user", webUser, "--run-as", runAs, "--binary", installed}
+	args := []string{"--state-dir", w.stateDir, "setup", "--web-user", itest.WebUser, "--run-as", runAs, "--binary", installed}
 	plan := runAsRoot(t, rootEnv(), w.bin, args...)
 	if plan.Exit != 0 {
 		t.Fatalf("setup (plan): exit %d: %s%s", plan.Exit, plan.Stdout, plan.Stderr)
@@ -208,38 +213,38 @@ func testSetup(t *testing.T, w *world) {
 	if out, err := rootCommand(10*time.Second, visudoBin, "-cf", sudoers); err != nil {
 		t.Errorf("visudo -cf %s: %v %s", sudoers, err, out)
 	}
-	if out, err := rootCommand(10*time.Second, sudoBin, "-n", "-l", "-U", webUser); err != nil ||
+	if out, err := rootCommand(10*time.Second, sudoBin, "-n", "-l", "-U", itest.WebUser); err != nil ||
 		!strings.Contains(out, "("+runAs+") NOPASSWD: "+installed) {
-		t.Errorf("sudo -l -U %s does not show the rule: %v\n%s", webUser, err, out)
+		t.Errorf("sudo -l -U %s does not show the rule: %v\n%s", itest.WebUser, err, out)
 	}
 	if _, err := os.Stat(sudoers + ".tmp"); err == nil {
 		t.Errorf("setup left %s.tmp behind", sudoers)
 	}
 
 	// at: cmesh-test no longer denied; the rest of at.deny, its owner and mode untouched.
-	deny := readFile(t, atDeny)
+	deny := readFile(t, itest.AtDeny)
 	if lineIs(deny, runAs) {
-		t.Errorf("%s still lists %s after setup --write:\n%s", atDeny, runAs, deny)
+		t.Errorf("%s still lists %s after setup --write:\n%s", itest.AtDeny, runAs, deny)
 	}
 	if string(withNL(deny)) != string(withNL(orig)) {
-		t.Errorf("setup changed other lines of %s:\n%q\nwas\n%q", atDeny, deny, orig)
+		t.Errorf("setup changed other lines of %s:\n%q\nwas\n%q", itest.AtDeny, deny, orig)
 	}
-	st, o, g = statOwner(t, atDeny)
+	st, o, g = statOwner(t, itest.AtDeny)
 	if st.Mode() != denyBefore.Mode() || o != denyUID || g != denyGID {
-		t.Errorf("%s is now %v %d:%d, was %v %d:%d (at refuses everyone when its owner changes)", atDeny, st.Mode(), o, g, denyBefore.Mode(), denyUID, denyGID)
+		t.Errorf("%s is now %v %d:%d, was %v %d:%d (at refuses everyone when its owner changes)", itest.AtDeny, st.Mode(), o, g, denyBefore.Mode(), denyUID, denyGID)
 	}
-	if allow, err := os.ReadFile(atAllow); err == nil && !lineIs(allow, runAs) {
-		t.Errorf("%s exists and does not list %s after setup --write", atAllow, runAs)
+	if allow, err := os.ReadFile(itest.AtAllow); err == nil && !lineIs(allow, runAs) {
+		t.Errorf("%s exists and does not list %s after setup --write", itest.AtAllow, runAs)
 	}
-	if out, err := rootCommand(10*time.Second, "/usr/sbin/runuser", "-u", runAs, "--", atqBin); err != nil {
+	if out, err := rootCommand(10*time.Second, "/usr/sbin/runuser", "-u", runAs, "--", itest.AtqBin); err != nil {
 		t.Errorf("%s may not use at after setup: atq: %v %s", runAs, err, out)
 	}
 
 	// The state dir: 2750 cmesh-test:www-data.
-	_, webGID := lookupIDs(t, webUser)
+	webGID := itest.LookupAccount(t, itest.WebUser).GID
 	st, o, g = statOwner(t, w.stateDir)
 	if !st.IsDir() || st.Mode()&fs.ModeSetgid == 0 || st.Mode().Perm() != 0o750 || o != uid || g != webGID {
-		t.Errorf("%s: %v %d:%d, want drwxr-s--- %s:%s (%d:%d)", w.stateDir, st.Mode(), o, g, runAs, webUser, uid, webGID)
+		t.Errorf("%s: %v %d:%d, want drwxr-s--- %s:%s (%d:%d)", w.stateDir, st.Mode(), o, g, runAs, itest.WebUser, uid, webGID)
 	}
 
 	// The sample config.
@@ -263,25 +268,25 @@ func testSetup(t *testing.T, w *world) {
 
 func writeConfig(t *testing.T, w *world) {
 	// The audit log's dir: made by root, writable by cmesh-test only.
-	must(t, os.Mkdir(w.auditDir, 0o750))
-	must(t, os.Chown(w.auditDir, w.runUID, w.runGID))
-	must(t, writeSynced(w.audit, nil, 0o640))
-	must(t, os.Chown(w.audit, w.runUID, w.runGID))
+	itest.Must(t, os.Mkdir(w.auditDir, 0o750))
+	itest.Must(t, os.Chown(w.auditDir, w.runUID, w.runGID))
+	itest.Must(t, itest.WriteSynced(w.audit, nil, 0o640))
+	itest.Must(t, os.Chown(w.audit, w.runUID, w.runGID))
 	// www-data's own dir, where it may write whatever it likes; anyone may create in it, so
 	// that a --state-dir or CMESH_RUN_STATE_DIR pointing below it that were obeyed would show.
-	must(t, os.Mkdir(w.evil, 0o777))
-	must(t, os.Chown(w.evil, w.webUID, w.webGID))
-	must(t, os.Chmod(w.evil, 0o777))
+	itest.Must(t, os.Mkdir(w.evil, 0o777))
+	itest.Must(t, os.Chown(w.evil, w.webUID, w.webGID))
+	itest.Must(t, os.Chmod(w.evil, 0o777))
 
 	tmp := confFile + ".test-tmp"
-	must(t, writeSynced(tmp, []byte(w.config()), 0o644))
-	must(t, os.Chown(tmp, 0, 0))
-	must(t, os.Chmod(tmp, 0o644))
-	must(t, os.Rename(tmp, confFile))
+	itest.Must(t, itest.WriteSynced(tmp, []byte(w.config()), 0o644))
+	itest.Must(t, os.Chown(tmp, 0, 0))
+	itest.Must(t, os.Chmod(tmp, 0o644))
+	itest.Must(t, os.Rename(tmp, confFile))
 
 	// The config must load: www-data (no sudo, so no root-owned file lands in the state dir)
 	// lists the still empty state dir the config names.
-	r := runAsRoot(t, rootEnv(), "/usr/sbin/runuser", "-u", webUser, "--", installed, "status", "--json")
+	r := runAsRoot(t, rootEnv(), "/usr/sbin/runuser", "-u", itest.WebUser, "--", installed, "status", "--json")
 	if r.Exit != 0 || strings.TrimSpace(r.Stdout) != "[]" {
 		t.Fatalf("cmesh-run status --json with the new config, as www-data: exit %d: %q %q", r.Exit, r.Stdout, r.Stderr)
 	}
@@ -302,7 +307,7 @@ func testProfileJob(t *testing.T, w *world) job {
 		t.Fatalf("schedule --profile build through sudo failed: %+v", r.Error)
 	}
 	t.Logf("scheduled %s through PHP-FPM + sudo in %v: %v", j.ID, time.Since(t0).Round(time.Millisecond), j)
-	if !idPattern.MatchString(j.ID) {
+	if !itest.IDPattern.MatchString(j.ID) {
 		t.Fatalf("bad job id %q", j.ID)
 	}
 	wantArgv := []string{"/bin/sh", "-c", "echo build $0 $1; id -un; env", "mars", "mpvg"}
@@ -312,8 +317,8 @@ func testProfileJob(t *testing.T, w *world) job {
 	if j.Name == nil || *j.Name != "mars-mpvg" {
 		t.Errorf("name %v, want mars-mpvg", j.Name)
 	}
-	if j.User != runAs || j.RequestedBy != webUser {
-		t.Errorf("user %q requested_by %q, want %s and %s", j.User, j.RequestedBy, runAs, webUser)
+	if j.User != runAs || j.RequestedBy != itest.WebUser {
+		t.Errorf("user %q requested_by %q, want %s and %s", j.User, j.RequestedBy, runAs, itest.WebUser)
 	}
 	if j.Backend != "at" || j.BackendRef == nil || *j.BackendRef == "" {
 		t.Errorf("backend %q ref %v: want an at job", j.Backend, j.BackendRef)
@@ -321,17 +326,17 @@ func testProfileJob(t *testing.T, w *world) job {
 
 	// Follow it as a page would: status through sudo until it has finished.
 	var final job
-	poll(t, 30*time.Second, "job "+j.ID+" to finish", func() (bool, string) {
+	itest.Poll(t, 30*time.Second, "job "+j.ID+" to finish", func() (bool, string) {
 		r := p.client(t, map[string]any{"op": "status", "id": j.ID}, &final)
 		if !r.OK {
 			t.Fatalf("status through sudo: %+v", r.Error)
 		}
-		return finished(final.State), final.State
+		return itest.Finished(final.State), final.State
 	})
 	if final.State != "succeeded" || final.ExitCode == nil || *final.ExitCode != 0 {
 		t.Fatalf("job ended %v", final)
 	}
-	if final.User != runAs || final.RequestedBy != webUser {
+	if final.User != runAs || final.RequestedBy != itest.WebUser {
 		t.Errorf("status: user %q requested_by %q", final.User, final.RequestedBy)
 	}
 
@@ -378,7 +383,7 @@ func testProfileJob(t *testing.T, w *world) job {
 	if direct.EUID == nil || *direct.EUID != w.webUID {
 		t.Errorf("the page did not run as www-data: euid %v", direct.EUID)
 	}
-	if dj.ID != j.ID || dj.State != "succeeded" || dj.User != runAs || dj.RequestedBy != webUser {
+	if dj.ID != j.ID || dj.State != "succeeded" || dj.User != runAs || dj.RequestedBy != itest.WebUser {
 		t.Errorf("status as www-data without sudo: %v", dj)
 	}
 	dlog := p.run(t, []string{installed, "--state-dir", w.stateDir, "log", j.ID}, nil, nil)
@@ -388,8 +393,8 @@ func testProfileJob(t *testing.T, w *world) job {
 
 	// The record on disk says who asked and as whom it ran.
 	var rec map[string]any
-	must(t, json.Unmarshal(readFile(t, filepath.Join(w.stateDir, "jobs", j.ID+".json")), &rec))
-	if rec["requested_by"] != webUser || rec["user"] != runAs {
+	itest.Must(t, json.Unmarshal(readFile(t, filepath.Join(w.stateDir, "jobs", j.ID+".json")), &rec))
+	if rec["requested_by"] != itest.WebUser || rec["user"] != runAs {
 		t.Errorf("record: requested_by %v user %v", rec["requested_by"], rec["user"])
 	}
 
@@ -405,8 +410,8 @@ func testProfileJob(t *testing.T, w *world) job {
 		t.Fatalf("want one \"scheduled\" audit line, got:\n%s", strings.Join(raw, "\n"))
 	}
 	a := sched[0]
-	if a.str("id") != j.ID || a.str("requested_by") != webUser || a.str("user") != runAs || !strings.HasPrefix(a.str("profile"), "build ") {
-		t.Errorf("audit line %s: want id %s, requested_by %s, user %s, profile build ...", raw[0], j.ID, webUser, runAs)
+	if a.str("id") != j.ID || a.str("requested_by") != itest.WebUser || a.str("user") != runAs || !strings.HasPrefix(a.str("profile"), "build ") {
+		t.Errorf("audit line %s: want id %s, requested_by %s, user %s, profile build ...", raw[0], j.ID, itest.WebUser, runAs)
 	}
 	t.Logf("audit: %s", raw[0])
 	return final
@@ -420,12 +425,12 @@ func testAllowedEnv(t *testing.T, w *world) {
 		t.Fatalf("schedule --env BUILD_FLAVOR=fast: exit %d, stdout %q, stderr %q", r.Exit, r.Stdout, r.Stderr)
 	}
 	var final job
-	poll(t, 30*time.Second, "job "+j.ID+" to finish", func() (bool, string) {
+	itest.Poll(t, 30*time.Second, "job "+j.ID+" to finish", func() (bool, string) {
 		r := p.sudo(t, "status", "--json", j.ID)
 		if r.Exit != 0 || json.Unmarshal([]byte(r.Stdout), &final) != nil {
 			t.Fatalf("sudo status: exit %d %q %q", r.Exit, r.Stdout, r.Stderr)
 		}
-		return finished(final.State), final.State
+		return itest.Finished(final.State), final.State
 	})
 	if final.State != "succeeded" {
 		t.Fatalf("job ended %v", final)
@@ -439,7 +444,7 @@ func testAllowedEnv(t *testing.T, w *world) {
 // snapshot is what "runs nothing" compares: the state dir's job files and cmesh-test's at jobs.
 type snapshot struct {
 	files  []string
-	atJobs []int
+	atJobs []string
 }
 
 func takeSnapshot(t *testing.T, w *world) snapshot {
@@ -454,7 +459,9 @@ func takeSnapshot(t *testing.T, w *world) snapshot {
 			s.files = append(s.files, d+"/"+e.Name())
 		}
 	}
-	s.atJobs = atJobsOf(runAs)
+	var err error
+	s.atJobs, err = itest.AtJobs(runAs)
+	itest.Must(t, err)
 	return s
 }
 
@@ -468,7 +475,7 @@ func nothingNew(t *testing.T, before, after snapshot) {
 	}
 	for _, n := range after.atJobs {
 		if !slices.Contains(before.atJobs, n) {
-			t.Errorf("a refused call left at job %d (atq)", n)
+			t.Errorf("a refused call left at job %s (atq)", n)
 		}
 	}
 }
@@ -567,7 +574,7 @@ func testRefusals(t *testing.T, w *world, first job) {
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			a := expectDenied(t, w, webUser, slices.Contains(c.args, "--json"), func() result {
+			a := expectDenied(t, w, itest.WebUser, slices.Contains(c.args, "--json"), func() result {
 				return p.sudo(t, c.args...).result
 			})
 			if a != nil && strings.Contains(fmt.Sprint(a), secret) {
@@ -643,7 +650,7 @@ func testEnvOverrides(t *testing.T, w *world, first job) {
 		} else {
 			t.Logf("WHICH HAPPENED: sudo (env_reset) dropped CMESH_RUN_CONFIG and CMESH_RUN_STATE_DIR; cmesh-run read the root config's state dir")
 		}
-		a := expectDenied(t, w, webUser, true, func() result {
+		a := expectDenied(t, w, itest.WebUser, true, func() result {
 			return p.run(t, []string{sudoBin, "-n", "-u", runAs, installed, "schedule", "--json", "--", "id"}, vars, nil).result
 		})
 		if a != nil && strings.Contains(a.str("error"), "CMESH_RUN_") {
@@ -670,8 +677,8 @@ func testEnvOverrides(t *testing.T, w *world, first job) {
 func testConfigCheck(t *testing.T, w *world, first job) {
 	p := w.pool
 	restore := func() {
-		must(t, os.Chown(confFile, 0, 0))
-		must(t, os.Chmod(confFile, 0o644))
+		itest.Must(t, os.Chown(confFile, 0, 0))
+		itest.Must(t, os.Chmod(confFile, 0o644))
 	}
 	defer restore()
 	calls := [][]string{
@@ -685,9 +692,9 @@ func testConfigCheck(t *testing.T, w *world, first job) {
 		name   string
 		change func()
 	}{
-		{"group-writable 0664", func() { must(t, os.Chmod(confFile, 0o664)) }},
-		{"owned by www-data", func() { must(t, os.Chown(confFile, w.webUID, w.webGID)) }},
-		{"world-writable 0646", func() { must(t, os.Chmod(confFile, 0o646)) }},
+		{"group-writable 0664", func() { itest.Must(t, os.Chmod(confFile, 0o664)) }},
+		{"owned by www-data", func() { itest.Must(t, os.Chown(confFile, w.webUID, w.webGID)) }},
+		{"world-writable 0646", func() { itest.Must(t, os.Chmod(confFile, 0o646)) }},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			c.change()
@@ -763,7 +770,7 @@ func checkStateModes(t *testing.T, w *world) {
 		}
 		return nil
 	})
-	must(t, err)
+	itest.Must(t, err)
 	t.Logf("%d entries of the state dir checked", n)
 }
 
@@ -782,7 +789,7 @@ func envLines(out string) map[string]string {
 func readFile(t *testing.T, path string) []byte {
 	t.Helper()
 	b, err := os.ReadFile(path)
-	must(t, err)
+	itest.Must(t, err)
 	return b
 }
 
@@ -805,7 +812,7 @@ func lineIs(data []byte, name string) bool {
 func passwdField(t *testing.T, name string, field int) string {
 	t.Helper()
 	out, err := exec.Command("/usr/bin/getent", "passwd", name).Output()
-	must(t, err)
+	itest.Must(t, err)
 	f := strings.Split(strings.TrimSpace(string(out)), ":")
 	if len(f) <= field {
 		t.Fatalf("getent passwd %s: %q", name, out)
