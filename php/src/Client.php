@@ -23,6 +23,9 @@ final class Client
     /** A job ID as SPEC.md defines it. */
     public const ID_PATTERN = '/^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/D';
 
+    /** A queue name, as the config's [queues.NAME] must spell it. */
+    public const QUEUE_PATTERN = '/^[a-z0-9][a-z0-9_-]{0,63}$/D';
+
     /** Exit status to error code, for when cmesh-run printed no JSON error. */
     private const CODES = [1 => 'internal', 2 => 'usage', 3 => 'not_found', 4 => 'backend_unavailable', 5 => 'denied'];
 
@@ -33,7 +36,8 @@ final class Client
     private const MAX_MARKER_LEN = 256;
 
     /** Record fields that are cmesh-run's own business, never part of the job object. */
-    private const PRIVATE_FIELDS = ['nonce', 'spec_mac', 'wrapper_pid', 'wrapper_start', 'pid_start', 'boot_id', 'start_offset', 'cancel'];
+    private const PRIVATE_FIELDS = ['nonce', 'spec_mac', 'wrapper_pid', 'wrapper_start', 'pid_start', 'boot_id', 'start_offset', 'cancel',
+        'waiting_for', 'profile_name', 'profile_args', 'env', 'unique'];
 
     /** @var array<string, string> */
     private readonly array $env;
@@ -99,9 +103,12 @@ final class Client
      * @param array<string, mixed> $options name (string), unique (bool), workdir (string),
      *                                      env (array<string, string>), timeout (seconds or "15m"),
      *                                      retries (int), backend (string),
-     *                                      profile (string) with args (array<string, string>);
-     *                                      spool mode also: request_id (string, default random),
-     *                                      and backend may only be "spool"
+     *                                      profile (string) with args (array<string, string>),
+     *                                      queue (string), after (a job ID or a list of them),
+     *                                      afterAny (bool), at (a DateTimeInterface, or a string
+     *                                      such as "2026-12-24T03:00:00Z" or "03:00"), in (seconds
+     *                                      or "15m"); spool mode also: request_id (string,
+     *                                      default random), and backend may only be "spool"
      *
      * @return array<string, mixed> the job object; "reused" is true when `unique` found a live job
      *
@@ -129,7 +136,25 @@ final class Client
                     }
                     break;
                 case 'timeout':
-                    array_push($args, '--timeout', self::duration($value, $key));
+                case 'in':
+                    array_push($args, "--$key", self::duration($value, $key));
+                    break;
+                case 'queue':
+                    array_push($args, '--queue', self::queue($value));
+                    break;
+                case 'after':
+                    $ids = self::after($value);
+                    if ($ids !== []) {
+                        array_push($args, '--after', implode(',', $ids));
+                    }
+                    break;
+                case 'afterAny':
+                    if (self::flag($value, $key)) {
+                        $args[] = '--after-any';
+                    }
+                    break;
+                case 'at':
+                    array_push($args, '--at', self::startTime($value));
                     break;
                 case 'retries':
                     if (!is_int($value) || $value < 0) {
@@ -151,6 +176,7 @@ final class Client
                     throw self::usage("unknown schedule option \"$key\"");
             }
         }
+        self::checkStart($options);
         if (!self::checkCommandOrProfile($argv, $options)) {
             $args[] = '--';
             foreach ($argv as $i => $word) {
@@ -162,7 +188,9 @@ final class Client
 
     /**
      * Returns the job object: id, name, state, exit_code, command, workdir, backend, backend_ref,
-     * user, pid, attempt, created_at, started_at, finished_at, output_path.
+     * user, pid, attempt, created_at, started_at, finished_at, output_path, queue, after (IDs or
+     * null; after_any is true when given), not_before, rerun_of, reason (why it waits, or why it
+     * ended without running; else null).
      *
      * @return array<string, mixed>
      *
@@ -254,6 +282,45 @@ final class Client
     }
 
     /**
+     * Schedules job $id again as it was recorded (argv or profile and arguments, workdir, name,
+     * queue, timeout, retries, env, unique) and returns the new job object, whose rerun_of is
+     * $id; "reused" is true when the job was unique and one of its name is still live.
+     *
+     * @return array<string, mixed>
+     *
+     * @throws CmeshRunException code not_found for an unknown job, denied when the profile no
+     *                           longer allows it (under sudo only profile jobs can be rerun); in
+     *                           spool mode always (code usage)
+     */
+    public function rerun(string $id): array
+    {
+        if ($this->spool) {
+            throw self::usage('rerun is not possible in spool mode: a spool request can only describe a new job, not name '
+                . 'one to repeat; run `cmesh-run rerun ' . self::id($id) . '` as the jobs\' user from a shell or a cron '
+                . 'script, schedule() the same profile and args again, or use exec mode from a pool that allows proc_open');
+        }
+        return $this->json(['rerun', '--json', self::id($id)]);
+    }
+
+    /**
+     * The queues: the default one first, then the config's, each as ['name' => string,
+     * 'max_running' => int (0: no limit), 'running' => int, 'waiting' => int, 'paused' => bool].
+     *
+     * @return list<array<string, mixed>>
+     *
+     * @throws CmeshRunException in spool mode always (code usage): the slots are in the config,
+     *                           which only cmesh-run reads
+     */
+    public function queues(): array
+    {
+        if ($this->spool) {
+            throw self::usage('queues() is not possible in spool mode: the queues and their slots are in cmesh-run\'s '
+                . 'config, which the pool does not read; run `cmesh-run queue list` from a shell, or use exec mode');
+        }
+        return $this->json(['queue', 'list', '--json']);
+    }
+
+    /**
      * Spool mode: the answer to request $requestId, for a caller whose schedule() gave up waiting
      * (code backend_unavailable) while the request stayed in the spool. Returns null while no
      * worker or drain has taken the request yet.
@@ -304,7 +371,25 @@ final class Client
                     }
                     break;
                 case 'timeout':
-                    $req['timeout'] = self::duration($value, $key);
+                case 'in':
+                    $req[$key] = self::duration($value, $key);
+                    break;
+                case 'queue':
+                    $req['queue'] = self::queue($value);
+                    break;
+                case 'after':
+                    $ids = self::after($value);
+                    if ($ids !== []) {
+                        $req['after'] = $ids;
+                    }
+                    break;
+                case 'afterAny':
+                    if (self::flag($value, $key)) {
+                        $req['after_any'] = true;
+                    }
+                    break;
+                case 'at':
+                    $req['at'] = self::startTime($value);
                     break;
                 case 'retries':
                     if (!is_int($value) || $value < 0) {
@@ -334,6 +419,7 @@ final class Client
                     throw self::usage("unknown schedule option \"$key\"");
             }
         }
+        self::checkStart($options);
         if (!self::checkCommandOrProfile($argv, $options)) {
             $req['argv'] = [];
             foreach ($argv as $i => $word) {
@@ -850,7 +936,11 @@ final class Client
         foreach (self::PRIVATE_FIELDS as $field) {
             unset($rec[$field]);
         }
-        return $rec;
+        // Records from before queues lack these; cmesh-run shows such a job in the default queue.
+        if (!is_string($rec['queue'] ?? null) || $rec['queue'] === '') {
+            $rec['queue'] = 'default';
+        }
+        return $rec + ['after' => null, 'not_before' => null, 'rerun_of' => null, 'reason' => null];
     }
 
     private static function requestId(string $id): string
@@ -989,6 +1079,81 @@ final class Client
             throw self::usage("$what must be a number of seconds >= 0 or a duration such as \"15m\"");
         }
         return rtrim(rtrim(sprintf('%.3F', $value), '0'), '.') . 's';
+    }
+
+    private static function queue(mixed $value): string
+    {
+        if (!is_string($value)) {
+            throw self::usage('option queue must be a string');
+        }
+        if (preg_match(self::QUEUE_PATTERN, $value) !== 1) {
+            throw self::usage('invalid queue name "' . self::excerpt($value) . '" (want ' . self::QUEUE_PATTERN . ')');
+        }
+        return $value;
+    }
+
+    /**
+     * One job ID, IDs joined by commas as on the command line, or a list of IDs; an empty list
+     * waits for nothing, as `--after ''` does.
+     *
+     * @return list<string>
+     */
+    private static function after(mixed $value): array
+    {
+        if (is_string($value)) {
+            $value = explode(',', $value);
+        }
+        if (!is_array($value) || !array_is_list($value)) {
+            throw self::usage('option after must be a job ID or a list of job IDs');
+        }
+        $ids = [];
+        foreach ($value as $i => $id) {
+            if (!is_string($id)) {
+                throw self::usage("after[$i] must be a job ID string");
+            }
+            $ids[] = self::id($id);
+        }
+        return $ids;
+    }
+
+    private static function flag(mixed $value, string $what): bool
+    {
+        if (!is_bool($value)) {
+            throw self::usage("option $what must be a bool");
+        }
+        return $value;
+    }
+
+    /**
+     * A DateTimeInterface becomes RFC 3339 in UTC, its fraction kept so the job never starts
+     * early; a string (RFC 3339 or HH:MM) is passed as it is, for cmesh-run to judge.
+     */
+    private static function startTime(mixed $value): string
+    {
+        if ($value instanceof \DateTimeInterface) {
+            $utc = \DateTimeImmutable::createFromInterface($value)->setTimezone(new \DateTimeZone('UTC'));
+            return $utc->format($utc->format('u') === '000000' ? 'Y-m-d\TH:i:s\Z' : 'Y-m-d\TH:i:s.u\Z');
+        }
+        if (!is_string($value) || $value === '') {
+            throw self::usage('option at must be a DateTimeInterface or a time such as "2026-12-24T03:00:00Z" or "03:00"');
+        }
+        return self::arg($value, 'at');
+    }
+
+    /**
+     * Refuses what cmesh-run and the worker would refuse anyway, with the same words in
+     * both modes.
+     *
+     * @param array<string, mixed> $options
+     */
+    private static function checkStart(array $options): void
+    {
+        if (isset($options['at'], $options['in'])) {
+            throw self::usage('give either at or in, not both');
+        }
+        if (($options['afterAny'] ?? false) === true && self::after($options['after'] ?? []) === []) {
+            throw self::usage('option afterAny goes with after: the jobs to wait for');
+        }
     }
 
     /**
