@@ -5,7 +5,6 @@ import (
 
 	"github.com/cmesh/cmesh-run/errs"
 	"github.com/cmesh/cmesh-run/policy"
-	"github.com/cmesh/cmesh-run/status"
 )
 
 func (a *app) newRerunCommand() *cli.Command {
@@ -42,22 +41,5 @@ func (a *app) runRerun(c *cli.Context) error {
 		return err
 	}
 	r.Backend = c.String("backend")
-	sub, err := policy.Check(r, a.svc.Cfg)
-	if err != nil {
-		if errs.KindOf(err) == errs.Denied {
-			return a.refuse(c, err)
-		}
-		return err
-	}
-	rec, reused, err := a.svc.Submit(sub)
-	if err != nil {
-		return err
-	}
-	if a.jsonOut {
-		j := rec.Public()
-		j.Reused = status.Ptr(reused)
-		return printJSON(a.stdout, j)
-	}
-	_, err = a.stdout.Write([]byte(rec.ID + "\n"))
-	return err
+	return a.submit(c, r)
 }

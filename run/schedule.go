@@ -64,6 +64,12 @@ func (a *app) runSchedule(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
+	return a.submit(c, r)
+}
+
+// submit checks r, submits it and prints the job: its ID, or the job
+// object with --json. schedule and rerun end here.
+func (a *app) submit(c *cli.Context, r policy.Request) error {
 	sub, err := policy.Check(r, a.svc.Cfg)
 	if err != nil {
 		if errs.KindOf(err) == errs.Denied {

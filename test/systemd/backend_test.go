@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cmesh/cmesh-run/backend/backendtest"
 	"github.com/cmesh/cmesh-run/test/itest"
 )
 
@@ -163,6 +164,22 @@ func TestSystemdBackend(t *testing.T) {
 			f(st)
 		})
 	}
+
+	run("conformance", func(t *testing.T) {
+		// The suite every backend passes; the jobs' PIDs are the
+		// container's, so kills happen in there.
+		backendtest.Run(t, backendtest.Harness{
+			Backend: "systemd", StateDir: c.path(rootState), StartTimeout: 30 * time.Second,
+			CLI: func(t *testing.T, args ...string) (int, string, string) {
+				r := c.cmeshIn(rootState, "root", args...)
+				return r.code, r.out, r.err
+			},
+			Kill: func(pid int, sig syscall.Signal) error {
+				_, _, err := c.run(10*time.Second, "kill", "-"+strconv.Itoa(int(sig)), "--", strconv.Itoa(pid))
+				return err
+			},
+		})
+	})
 
 	run("refused_for_www-data", func(t *testing.T) {
 		// Without sudo the web user cannot start system units: exit 4 and the way out.
