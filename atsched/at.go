@@ -199,7 +199,8 @@ func ParseJobNumber(stderr []byte) (string, bool) {
 // wrapper moves to the job's workdir itself. -M: the wrapper sends
 // everything to the output file, nothing is left to mail.
 func (a *At) Submit(j backend.Job) (string, error) {
-	out, err := proc.RunInput(a.At, append([]string{a.At, "-M"}, When(j.Spec.NotBefore, time.Now())...), cleanEnv, j.Script())
+	// TZ=UTC: at reads -t's time in its own zone, When writes it in UTC.
+	out, err := proc.RunInput(a.At, append([]string{a.At, "-M"}, When(j.Spec.NotBefore, time.Now())...), append(cleanEnv, "TZ=UTC"), j.Script())
 	ref, ok := ParseJobNumber(out)
 	msg := strings.TrimSpace(lastLine(out))
 	if err != nil || !ok {
@@ -231,7 +232,7 @@ func When(notBefore, now time.Time) []string {
 	if notBefore.IsZero() || !minute.After(now) {
 		return []string{"now"}
 	}
-	return []string{"-t", minute.Local().Format("200601021504.05")}
+	return []string{"-t", minute.UTC().Format("200601021504.05")}
 }
 
 func lastLine(b []byte) string {

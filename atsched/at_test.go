@@ -98,7 +98,7 @@ func TestCheckNames(t *testing.T) {
 // later one is its minute, never a later minute (the wrapper waits the
 // seconds left).
 func TestWhen(t *testing.T) {
-	now := time.Date(2026, 12, 4, 3, 0, 20, 0, time.Local)
+	now := time.Date(2026, 12, 4, 3, 0, 20, 0, time.UTC)
 	for _, c := range []struct {
 		nb   time.Time
 		want []string

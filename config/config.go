@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"math"
 	"os"
 	"regexp"
 	"slices"
@@ -78,7 +79,9 @@ func (d Duration) MarshalText() ([]byte, error) { return []byte(d.String()), nil
 func ParseDuration(s string) (time.Duration, error) {
 	if n, ok := strings.CutSuffix(s, "d"); ok {
 		days, err := strconv.Atoi(n)
-		if err != nil || days < 0 {
+		// A day count beyond what a Duration holds would wrap around to
+		// a negative one, and a negative timeout is none.
+		if err != nil || days < 0 || days > int(math.MaxInt64/int64(24*time.Hour)) {
 			return 0, fmt.Errorf("bad duration %q", s)
 		}
 		return time.Duration(days) * 24 * time.Hour, nil
@@ -265,6 +268,9 @@ func Parse(data []byte, c *Config) error {
 		}
 	}
 	for name, q := range c.Queues {
+		if name == DefaultQueue {
+			return fmt.Errorf("line %d: key \"queues.default\": the default queue's max_running is the top-level max_running", lineOf(data, "queues."+name))
+		}
 		if !ValidQueueName(name) {
 			return fmt.Errorf("line %d: key \"queues.%s\": not a valid queue name ([a-z0-9][a-z0-9_-]*)", lineOf(data, "queues."+name), name)
 		}

@@ -5,6 +5,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 )
 
 func TestParseErrorsNameLineAndKey(t *testing.T) {
@@ -40,5 +41,18 @@ func TestLoad(t *testing.T) {
 	}
 	if c, err := Load(path+".missing", false); err != nil || c.File != "" {
 		t.Errorf("a missing default config: %v", err)
+	}
+}
+
+// A day count beyond what a Duration holds must not wrap around to a
+// negative duration (a negative timeout is none: a way past a ceiling).
+func TestParseDurationDaysOverflow(t *testing.T) {
+	for _, s := range []string{"106752d", "9999999999d", "-1d"} {
+		if d, err := ParseDuration(s); err == nil {
+			t.Errorf("ParseDuration(%q) = %v, want an error", s, d)
+		}
+	}
+	if d, err := ParseDuration("30d"); err != nil || d != 30*24*time.Hour {
+		t.Errorf("30d: %v, %v", d, err)
 	}
 }

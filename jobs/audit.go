@@ -154,8 +154,9 @@ func (a *Audit) Job(r *status.Record, outcome string, err error) {
 // diagnostics (seen at --log-level info) as logMsg.
 func (a *Audit) Line(f logrus.Fields, logMsg, msg string) {
 	f = boundFields(f, maxAuditLine-160) // level, msg and time around them
-	a.Log.WithFields(f).Info(logMsg)
+	// The audit first: the diagnostics go to a stderr the caller holds.
 	a.auditor().WithFields(f).Info(msg)
+	a.Log.WithFields(f).Info(logMsg)
 }
 
 // Refused records a refusal of what the command line (args) asked; command

@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/user"
 	"path/filepath"
+	"reflect"
 	"sort"
 	"strconv"
 	"strings"
@@ -42,6 +43,9 @@ type SpoolRequest struct {
 	AfterAny  bool              `json:"after_any,omitempty"`
 	At        string            `json:"at,omitempty"` // as --at
 	In        string            `json:"in,omitempty"` // as --in
+	// Rerun names a job to schedule again, as cmesh-run rerun does; the
+	// request then holds nothing else.
+	Rerun string `json:"rerun,omitempty"`
 }
 
 // maxRequest bounds a request file.
@@ -94,6 +98,23 @@ func (q SpoolRequest) Decode(asker string) (policy.Request, error) {
 	return r, nil
 }
 
+// decode is Decode, and for a rerun request the rerun's request.
+func (s *Service) decode(q SpoolRequest, asker string) (policy.Request, error) {
+	if q.Rerun == "" {
+		return q.Decode(asker)
+	}
+	if other := (SpoolRequest{RequestID: q.RequestID, Rerun: q.Rerun}); !reflect.DeepEqual(q, other) {
+		return policy.Request{}, errs.Errorf(errs.Usage, "request %s: rerun goes alone", q.RequestID).
+			WithHint(`{"request_id":"...","rerun":"JOB_ID"}`)
+	}
+	if err := policy.CheckJobID(q.Rerun, policy.Mode{Sudo: true}); err != nil {
+		return policy.Request{}, err
+	}
+	r, err := s.RerunRequest(q.Rerun, policy.Spool)
+	r.Asker, r.Backend = asker, "spool"
+	return r, err
+}
+
 // pairs renders m as KEY=VALUE, sorted by key.
 func pairs(m map[string]string) []string {
 	keys := make([]string, 0, len(m))
@@ -141,7 +162,7 @@ func (s *Service) takeRequest(sp *spool.Spool, path string) {
 		} else {
 			var r policy.Request
 			var sub policy.Submission
-			if r, err = q.Decode(asker); err == nil {
+			if r, err = s.decode(q, asker); err == nil {
 				if sub, err = policy.Check(r, s.Cfg); err == nil {
 					rec, reused, err = s.Submit(sub)
 				}

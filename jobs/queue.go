@@ -4,9 +4,11 @@ import (
 	"slices"
 	"time"
 
+	"github.com/cmesh/cmesh-run/config"
 	"github.com/cmesh/cmesh-run/errs"
 	"github.com/cmesh/cmesh-run/policy"
 	"github.com/cmesh/cmesh-run/status"
+	"github.com/sirupsen/logrus"
 )
 
 // QueueInfo is one line of queue list.
@@ -66,14 +68,24 @@ func (s *Service) SetPaused(name string, on bool) error {
 	if err := policy.CheckQueueControl(s.Mode, s.Cfg); err != nil {
 		return err
 	}
-	if _, ok := s.Cfg.QueueSlots(name); !ok {
+	if _, ok := s.Cfg.QueueSlots(name); !ok || !config.ValidQueueName(name) {
 		return errs.Errorf(errs.Usage, "no queue %q", name).WithHint("queues: cmesh-run queue list")
 	}
 	st, err := s.Store(true)
 	if err != nil {
 		return err
 	}
-	return st.SetPaused(name, on)
+	if err := st.SetPaused(name, on); err != nil {
+		return err
+	}
+	outcome := "resumed"
+	if on {
+		outcome = "paused"
+	}
+	// A pause stops everyone's builds: who did it is in the audit.
+	who := CurrentCaller()
+	s.Audit.Line(logrus.Fields{"queue": name, "requested_by": RequestedBy(who), "user": who.Name, "outcome": outcome}, "queue "+outcome, "cmesh-run queue "+outcome)
+	return nil
 }
 
 // RerunRequest is the request that runs job id again: its profile and
@@ -85,31 +97,38 @@ func (s *Service) RerunRequest(id string, from policy.Source) (policy.Request, e
 	if err != nil {
 		return policy.Request{}, err
 	}
-	r := policy.Request{From: from, Env: rec.Env, Unique: rec.Unique, RerunOf: rec.ID, Name: rec.Name}
+	st, err := s.Store(false)
+	if err != nil {
+		return policy.Request{}, err
+	}
+	env, err := st.RerunEnv(rec.ID)
+	if err != nil {
+		return policy.Request{}, err
+	}
+	r := policy.Request{From: from, Env: env, Unique: rec.Unique, RerunOf: rec.ID, Name: rec.Name}
 	if rec.ProfileName != "" {
+		// The profile decides again what it decided then: its queue,
+		// timeout and retries as the config says today.
 		name := rec.ProfileName
 		r.Profile = &name
+		r.Args = []string{}
 		for _, k := range sortedKeys(rec.ProfileArgs) {
 			r.Args = append(r.Args, k+"="+rec.ProfileArgs[k])
 		}
-		if r.Args == nil {
-			r.Args = []string{}
-		}
 		r.Name = nil // the profile names its jobs itself
-	} else {
-		if rec.Profile != "" {
-			return r, errs.Errorf(errs.Usage, "job %s is a profile job from before rerun kept its arguments", id).
-				WithHint("schedule it again with --profile")
-		}
-		r.Argv = rec.Command
-		wd := rec.Workdir
-		r.Workdir = &wd
+		return r, nil
 	}
+	if rec.Profile != "" {
+		return r, errs.Errorf(errs.Usage, "job %s is a profile job from before rerun kept its arguments", id).
+			WithHint("schedule it again with --profile")
+	}
+	r.Argv = rec.Command
+	wd := rec.Workdir
+	r.Workdir = &wd
 	q := rec.QueueName()
 	r.Queue = &q
 	if rec.Timeout != nil {
-		d, err := time.ParseDuration(*rec.Timeout)
-		if err == nil {
+		if d, err := time.ParseDuration(*rec.Timeout); err == nil {
 			r.Timeout = &d
 		}
 	}

@@ -30,19 +30,18 @@ func (p *Spool) Close() { status.Unlock(p.lock) }
 // another worker or drain holds it. With the lock held, claims left by a
 // worker that died are put back in the queue.
 func (s *Service) TakeSpool() (*Spool, error) {
+	// Whose state dir it is, before anything is made in it.
+	if uid, _, err := ownerOf(s.AbsStateDir()); err == nil {
+		name := strconv.Itoa(uid)
+		if u, err := user.LookupId(name); err == nil {
+			name = u.Username
+		}
+		if err := policy.CheckWorkerStateDir(s.AbsStateDir(), os.Geteuid(), uid, name); err != nil {
+			return nil, err
+		}
+	}
 	st, err := s.Store(true)
 	if err != nil {
-		return nil, err
-	}
-	uid, _, err := ownerOf(st.Dir)
-	if err != nil {
-		return nil, err
-	}
-	name := strconv.Itoa(uid)
-	if u, err := user.LookupId(name); err == nil {
-		name = u.Username
-	}
-	if err := policy.CheckWorkerStateDir(st.Dir, os.Geteuid(), uid, name); err != nil {
 		return nil, err
 	}
 	sp := spool.New(st.Dir)

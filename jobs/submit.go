@@ -80,7 +80,7 @@ func (s *Service) Submit(sub policy.Submission) (*status.Record, bool, error) {
 			Queue: sub.Queue, After: sub.After, AfterAny: sub.AfterAny, NotBefore: sub.NotBefore,
 		},
 		Nonce:       status.NewNonce(),
-		ProfileName: sub.ProfileName, ProfileArgs: sub.ProfileArgs, Env: sub.CallerEnv, Unique: sub.Unique,
+		ProfileName: sub.ProfileName, ProfileArgs: sub.ProfileArgs, Unique: sub.Unique,
 	}
 	if sub.RerunOf != "" {
 		rec.RerunOf = &sub.RerunOf
@@ -134,6 +134,10 @@ func (s *Service) Submit(sub policy.Submission) (*status.Record, bool, error) {
 		return undo(stateErr(ierr))
 	}
 	rec.BackendRef = &ref
+	if err := st.SaveRerunEnv(id, sub.CallerEnv); err != nil {
+		_ = be.Remove(ref)
+		return undo(stateErr(err))
+	}
 	if err := st.Save(rec); err != nil {
 		// The backend has the job; without a record nobody could follow it.
 		_ = be.Remove(ref)

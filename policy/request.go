@@ -226,9 +226,12 @@ func jobSystem(r Request, sub *Submission, prof *config.Profile, cfg *config.Con
 	if prof != nil && prof.Queue != "" {
 		sub.Queue = prof.Queue
 	}
-	if r.Queue != nil {
-		if prof != nil && prof.Queue != "" && *r.Queue != prof.Queue {
-			return Deny("profile %s runs in queue %s, not %s", sub.ProfileName, prof.Queue, *r.Queue).WithHint("drop --queue")
+	if r.Queue != nil && *r.Queue != sub.Queue {
+		// A profile's jobs run in its queue (default when it names none):
+		// a caller lent rights may not move them into one with more slots,
+		// nor fill a queue others wait in.
+		if prof != nil && (prof.Queue != "" || r.From.Untrusted()) {
+			return Deny("profile %s runs in queue %s, not %s", sub.ProfileName, sub.Queue, *r.Queue).WithHint("drop --queue")
 		}
 		sub.Queue = *r.Queue
 	}
@@ -240,7 +243,7 @@ func jobSystem(r Request, sub *Submission, prof *config.Profile, cfg *config.Con
 	sub.Control.Slots = slots
 	sub.Control.Queue = sub.Queue
 	for _, id := range r.After {
-		if err := status.CheckID(id); err != nil {
+		if err := CheckJobID(id, Mode{Sudo: r.From.Untrusted()}); err != nil {
 			return err
 		}
 	}
@@ -310,7 +313,7 @@ func ceilings(r Request, sub *Submission, prof *config.Profile, cfg *config.Conf
 	switch got := sub.Control.Timeout; {
 	case r.Timeout == nil:
 		sub.Control.Timeout = timeout
-	case timeout > 0 && (got == 0 || got > timeout):
+	case got < 0 || timeout > 0 && (got == 0 || got > timeout):
 		return Deny("--timeout %s would lift %s timeout of %s", durationText(got), what, timeout).
 			WithHint("give a timeout above 0 and at most %s, or none", timeout)
 	}
@@ -321,7 +324,29 @@ func ceilings(r Request, sub *Submission, prof *config.Profile, cfg *config.Conf
 		return Deny("--retries %d would lift %s retries of %d", sub.Control.Retries, what, retries).
 			WithHint("give at most %d, or none", retries)
 	}
+	// Under sudo and in spool requests the grace and the retry delay are
+	// ceilings too: a longer grace lets a job that ignores SIGTERM
+	// outlive its timeout, a longer delay holds a queue's slot.
+	if r.From.Untrusted() {
+		for _, c := range []struct {
+			flag      string
+			got, ceil time.Duration
+		}{{"grace", sub.Control.Grace, orDefault(cfg.Grace.Duration, status.DefaultGrace)},
+			{"retry-delay", sub.Control.RetryDelay, orDefault(cfg.RetryDelay.Duration, status.DefaultRetryDelay)}} {
+			if c.got < 0 || c.got > c.ceil {
+				return Deny("--%s %s would lift the config's %s of %s", c.flag, durationText(c.got), c.flag, c.ceil).
+					WithHint("give at most %s", c.ceil)
+			}
+		}
+	}
 	return nil
+}
+
+func orDefault(d, def time.Duration) time.Duration {
+	if d > 0 {
+		return d
+	}
+	return def
 }
 
 // durationText writes d as a caller writes it: 0s, 90s, 15m, 2h.

@@ -6,7 +6,9 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"os/signal"
 	"strings"
+	"syscall"
 
 	"github.com/cmesh/cmesh-run/errs"
 	"github.com/cmesh/cmesh-run/policy"
@@ -42,6 +44,10 @@ var kinds = map[errs.Kind]struct {
 // Main runs the command line and returns the process's exit status. It is
 // the one place where errors become exit statuses and messages.
 func Main(args []string, stdout, stderr io.Writer) int {
+	// A caller that closes its end of stdout or stderr must not kill
+	// cmesh-run between a job's hand-over and its audit line: writes fail
+	// with EPIPE instead.
+	signal.Ignore(syscall.SIGPIPE)
 	a, c := newApp(stdout, stderr)
 	err := a.guardArgs(args)
 	if err == nil {

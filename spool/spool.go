@@ -224,7 +224,9 @@ func (s *Spool) Reject(name string) error {
 	// incoming itself needs no such thing, and names that start with a
 	// dot are never read as requests.
 	for i := 0; i < 100; i++ {
-		to := s.path("incoming", ".rejected-"+strconv.Itoa(i)+"-"+name)
+		// A random name: the web user, who may write incoming, cannot
+		// take them all beforehand.
+		to := s.path("incoming", ".rejected-"+status.NewNonce()[:16]+"-"+name)
 		if _, err := os.Lstat(to); err == nil {
 			continue
 		}

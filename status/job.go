@@ -92,10 +92,10 @@ type Record struct {
 	// holds no place in its queue's order.
 	WaitingFor string `json:"waiting_for,omitempty"`
 	// What rerun needs besides the public fields: the profile and its
-	// arguments, the --env pairs, --unique.
+	// arguments, --unique. The --env pairs are in the private folder
+	// (RerunEnv): the group reads records, and values may be secrets.
 	ProfileName string            `json:"profile_name,omitempty"`
 	ProfileArgs map[string]string `json:"profile_args,omitempty"`
-	Env         []string          `json:"env,omitempty"`
 	Unique      bool              `json:"unique,omitempty"`
 }
 

@@ -281,7 +281,7 @@ func (s *Store) mark(dir, name string) error {
 // Remove deletes every file of job id.
 func (s *Store) Remove(id string) error {
 	var first error
-	for _, p := range []string{s.RecordPath(id), s.OutputPath(id), filepath.Join(s.activeDir(), id), filepath.Join(s.recentDir(), id)} {
+	for _, p := range []string{s.RecordPath(id), s.OutputPath(id), filepath.Join(s.activeDir(), id), filepath.Join(s.recentDir(), id), s.rerunEnvPath(id)} {
 		if err := os.Remove(p); err != nil && !errors.Is(err, fs.ErrNotExist) && first == nil {
 			first = err
 		}
@@ -402,4 +402,37 @@ func (s *Store) SetPaused(queue string, on bool) error {
 		return err
 	}
 	return WriteFile(p, nil, fileMode)
+}
+
+// The --env pairs of a job, kept for rerun where only the state dir's
+// owner may read them: STATE_DIR/private/ID.env, one JSON array.
+func (s *Store) rerunEnvPath(id string) string { return filepath.Join(s.PrivateDir(), id+".env") }
+
+// SaveRerunEnv keeps job id's --env pairs for rerun.
+func (s *Store) SaveRerunEnv(id string, env []string) error {
+	if len(env) == 0 {
+		return nil
+	}
+	data, err := json.Marshal(env)
+	if err != nil {
+		return err
+	}
+	if err := s.makePrivate(); err != nil {
+		return err
+	}
+	return WriteFile(s.rerunEnvPath(id), data, 0o600)
+}
+
+// RerunEnv returns what SaveRerunEnv kept, nil for none.
+func (s *Store) RerunEnv(id string) ([]string, error) {
+	f, err := openNoFollow(s.rerunEnvPath(id), os.O_RDONLY, 0)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	var env []string
+	return env, json.NewDecoder(f).Decode(&env)
 }

@@ -522,7 +522,10 @@ func QuotaProperties(spec status.Spec) []string {
 // it strikes, systemd stops the unit (SIGTERM to every process in it) and
 // the wrapper, if it still can, records the job as canceled.
 func RuntimeMax(spec status.Spec) time.Duration {
-	if spec.Timeout <= 0 || spec.Slots > 0 {
+	// A job that may wait inside its unit (for a slot, other jobs, its
+	// start time) would be stopped by a limit counted from the unit's
+	// start; the wrapper's own timeout counts each attempt.
+	if spec.Timeout <= 0 || spec.Slots > 0 || len(spec.After) > 0 || !spec.NotBefore.IsZero() {
 		return 0
 	}
 	n := time.Duration(spec.Retries + 1)

@@ -2,11 +2,13 @@ package wrapper
 
 import (
 	"os"
+	"os/user"
 	"strconv"
 	"strings"
 	"time"
 
 	"github.com/cmesh/cmesh-run/backend"
+	"github.com/cmesh/cmesh-run/errs"
 	"github.com/cmesh/cmesh-run/spool"
 	"github.com/cmesh/cmesh-run/status"
 )
@@ -101,16 +103,25 @@ func (w *wrap) waitAfter(lock *os.File, rec *status.Record) (*os.File, *status.R
 	if !w.leave(lock, rec) {
 		return nil, nil, true
 	}
-	probe := w.probe()
+	probe, probed := w.probe(), time.Now()
 	tick := time.NewTicker(depPoll)
 	defer tick.Stop()
 	for {
+		// A probe caches what it asked its backend (atq, systemctl): a
+		// fresh one now and then sees a dependency its backend lost.
+		if time.Since(probed) > 2*time.Second {
+			probe, probed = w.probe(), time.Now()
+		}
 		failed, pending := "", false
 		for _, id := range w.spec.After {
 			r, err := w.st.Load(id)
-			if err != nil {
-				// Pruned or corrupt: what it ended as cannot be known.
+			if errs.KindOf(err) == errs.NotFound {
+				// Pruned: what it ended as cannot be known.
 				failed = id + " is gone"
+				break
+			}
+			if err != nil {
+				pending = true // unreadable for a moment: look again
 				break
 			}
 			j := w.st.Derive(r, probe)
@@ -155,7 +166,7 @@ func (w *wrap) probe() status.Probe {
 		p, ok := probes[r.Backend]
 		if !ok {
 			if e, found := backend.Lookup(r.Backend); found {
-				p = e.New(backend.Env{User: r.User, UID: os.Getuid(), StateDir: w.st.Dir}).Probe()
+				p = e.New(backend.Env{User: w.user(), UID: os.Getuid(), StateDir: w.st.Dir}).Probe()
 			}
 			probes[r.Backend] = p
 		}
@@ -226,4 +237,13 @@ func (w *wrap) waitQueue(lock *os.File, rec *status.Record) (*os.File, *status.R
 		rec.Reason, rec.WaitingFor = nil, ""
 	}
 	return lock, rec, done
+}
+
+// user is the name of the user the wrapper runs as.
+func (w *wrap) user() string {
+	u, err := user.LookupId(strconv.Itoa(os.Getuid()))
+	if err != nil {
+		return strconv.Itoa(os.Getuid())
+	}
+	return u.Username
 }

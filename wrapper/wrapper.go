@@ -158,6 +158,12 @@ func (w *wrap) run() int {
 		status.Unlock(lock)
 		return fail(err)
 	}
+	if rec.WrapperPID > 0 && rec.WrapperPID != os.Getpid() && proc.Alive(rec.WrapperPID, rec.WrapperStart, rec.BootID) {
+		// Another wrapper holds the job until its start time (a spool
+		// claim put back after a worker died): it will run it.
+		status.Unlock(lock)
+		return 0
+	}
 	if w.out, err = w.st.OpenAppend(w.id); err != nil {
 		status.Unlock(lock)
 		return fail(err)

@@ -295,9 +295,8 @@ final class Client
     public function rerun(string $id): array
     {
         if ($this->spool) {
-            throw self::usage('rerun is not possible in spool mode: a spool request can only describe a new job, not name '
-                . 'one to repeat; run `cmesh-run rerun ' . self::id($id) . '` as the jobs\' user from a shell or a cron '
-                . 'script, schedule() the same profile and args again, or use exec mode from a pool that allows proc_open');
+            // A request that names the job to repeat: the worker checks it as it checks every request.
+            return $this->spoolSend(null, ['rerun' => self::id($id)]);
         }
         return $this->json(['rerun', '--json', self::id($id)]);
     }
@@ -426,6 +425,19 @@ final class Client
                 $req['argv'][] = self::arg($word, "argv[$i]");
             }
         }
+        return $this->spoolSend($requestId, $req);
+    }
+
+    /**
+     * Writes request $req (with its request_id, a new one when null) into spool/incoming and
+     * waits for the worker's answer.
+     *
+     * @param array<string, mixed> $req
+     *
+     * @return array<string, mixed>
+     */
+    private function spoolSend(?string $requestId, array $req): array
+    {
         $requestId ??= gmdate('Ymd-His') . '-' . bin2hex(random_bytes(8));
         try {
             $body = json_encode(['request_id' => $requestId] + $req, JSON_UNESCAPED_SLASHES | JSON_THROW_ON_ERROR) . "\n";

@@ -175,7 +175,7 @@ func TestQueueSlotFreedByKill(t *testing.T) {
 	first := e.sched([]string{"--queue", "deploy"}, "sleep", "60")
 	waitFor(t, startDeadline, "the first deploy job to run", func() bool { return e.get(first).State == "running" })
 	second := e.sched([]string{"--queue", "deploy"}, "true")
-	waitFor(t, 10*time.Second, "the second to wait for the slot", func() bool {
+	waitFor(t, startDeadline, "the second to wait for the slot", func() bool {
 		j := e.get(second)
 		return j.State == "waiting" && j.Reason != nil && strings.Contains(*j.Reason, "slots of queue deploy")
 	})
@@ -211,7 +211,7 @@ func TestQueuePause(t *testing.T) {
 	if j := e.finish(running); j.State != "succeeded" {
 		t.Errorf("the job running when build was paused: %+v, want it to go on", j)
 	}
-	waitFor(t, 10*time.Second, "the held job to say the queue is paused", func() bool {
+	waitFor(t, startDeadline, "the held job to say the queue is paused", func() bool {
 		j := e.get(held)
 		return j.State == "waiting" && j.Reason != nil && *j.Reason == "queue build is paused"
 	})
@@ -304,7 +304,7 @@ func TestDependencies(t *testing.T) {
 
 	long := e.sched(nil, "sleep", "60")
 	waiter := e.sched([]string{"--after", long}, "true")
-	waitFor(t, 10*time.Second, "the dependent job to wait", func() bool { return e.get(waiter).State == "waiting" })
+	waitFor(t, startDeadline, "the dependent job to wait", func() bool { return e.get(waiter).State == "waiting" })
 	if r := e.cli("cancel", "--grace", "1s", long); r.code != 0 {
 		t.Fatalf("cancel: %s", r.stderr)
 	}
@@ -351,8 +351,8 @@ func TestDelayedStart(t *testing.T) {
 	if j := e.get(gone); j.State != "canceled" {
 		t.Errorf("a delayed job after cancel: %+v", j)
 	}
-	if atQueue(t)[strings.TrimSpace(e.get(gone).ID)] {
-		t.Errorf("at still holds the canceled job")
+	if ref := e.status(gone).BackendRef; ref != nil && atQueue(t)[*ref] {
+		t.Errorf("at still holds the canceled job (at job %s)", *ref)
 	}
 }
 
@@ -430,6 +430,7 @@ func TestAfterUnreadableJob(t *testing.T) {
 	cmd := exec.Command("runuser", "-u", "nobody", "--", bin, "--state-dir", e.state, "--config", e.config,
 		"schedule", "--backend", "direct", "--after", rootJob, "--", "true")
 	cmd.Env = []string{"PATH=/usr/bin:/bin"}
+	cmd.Dir = "/" // the job's workdir: nobody may not enter the test's
 	r, err := itest.Run(cmd)
 	itest.Must(t, err)
 	if r.Exit != 5 || !strings.Contains(r.Stderr, "may not read") {
@@ -464,4 +465,32 @@ func readRecord(t *testing.T, state, id string) struct{ WrapperPID, PID int } {
 		out.PID = *r.PID
 	}
 	return out
+}
+
+// A caller that closes its end of stderr cannot kill cmesh-run between
+// handing a job over and writing its audit line (SIGPIPE).
+func TestAuditSurvivesAClosedStderr(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	dir := t.TempDir()
+	audit := filepath.Join(dir, "audit.log")
+	config := filepath.Join(dir, "config.toml")
+	itest.Must(t, os.WriteFile(config, []byte("audit_log = \""+audit+"\"\n"), 0o644))
+	r, w, err := os.Pipe()
+	itest.Must(t, err)
+	r.Close() // every write to stderr now fails with EPIPE
+	cmd := exec.Command(bin, "--state-dir", e.state, "--config", config, "--log-level", "debug", "schedule", "--backend", "direct", "--", "true")
+	cmd.Env = []string{"PATH=/usr/bin:/bin"}
+	cmd.Stderr = w
+	out, err := cmd.Output()
+	w.Close()
+	if err != nil {
+		t.Fatalf("schedule with a closed stderr: %v (stdout %q)", err, out)
+	}
+	id := strings.TrimSpace(string(out))
+	b, err := os.ReadFile(audit)
+	itest.Must(t, err)
+	if !strings.Contains(string(b), id) || !strings.Contains(string(b), `"outcome":"scheduled"`) {
+		t.Errorf("no audit line for %s: %q", id, b)
+	}
 }
