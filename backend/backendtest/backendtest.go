@@ -151,6 +151,31 @@ func Run(t *testing.T, h Harness) {
 			}
 		}
 	})
+	t.Run("cancel delayed", func(t *testing.T) {
+		// A job held until its start time: cancel ends it, and a wrapper
+		// that already holds it lets go at once rather than sleeping on.
+		id := h.schedule(t, []string{"--in", "1h"}, "true")
+		// A backend that starts at once (not at, which holds the job in its
+		// queue) has a wrapper take it within moments.
+		for deadline := time.Now().Add(2 * time.Second); h.wrapperPIDIfAny(t, id) == 0 && time.Now().Before(deadline); {
+			time.Sleep(20 * time.Millisecond)
+		}
+		if code, _, stderr := h.CLI(t, "cancel", id); code != 0 {
+			t.Fatalf("cancel: exit %d: %s", code, stderr)
+		}
+		if j := h.status(t, id); j.State != "canceled" {
+			t.Errorf("a delayed job after cancel: %s, want canceled", j.State)
+		}
+		if pid := h.wrapperPIDIfAny(t, id); pid > 0 {
+			deadline := time.Now().Add(10 * time.Second)
+			for h.alive(pid) {
+				if time.Now().After(deadline) {
+					t.Fatalf("the wrapper (pid %d) of the canceled delayed job still lives 10 s on", pid)
+				}
+				time.Sleep(50 * time.Millisecond)
+			}
+		}
+	})
 	t.Run("lost", func(t *testing.T) {
 		id := h.schedule(t, nil, "sleep", "30")
 		j := h.running(t, id)
@@ -310,4 +335,33 @@ func marker(t *testing.T, stateDir, id, kind string) time.Time {
 		t.Fatalf("no %s marker in the output of %s: %q", kind, id, b)
 	}
 	return found
+}
+
+// wrapperPIDIfAny is the record's wrapper PID, 0 when no wrapper took the
+// job.
+func (h Harness) wrapperPIDIfAny(t *testing.T, id string) int {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join(h.StateDir, "jobs", id+".json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var r struct {
+		WrapperPID int `json:"wrapper_pid"`
+	}
+	_ = json.Unmarshal(b, &r)
+	return r.WrapperPID
+}
+
+// alive tells whether pid still runs (a zombie does not).
+func (h Harness) alive(pid int) bool {
+	if h.Kill != nil {
+		return h.Kill(pid, 0) == nil
+	}
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return false
+	}
+	i := strings.LastIndexByte(string(b), ')')
+	f := strings.Fields(string(b[i+1:]))
+	return len(f) > 0 && f[0] != "Z" && f[0] != "X"
 }
