@@ -158,17 +158,33 @@ func TestEveryRuleRefusesAndPasses(t *testing.T) {
 			},
 			func() error { return check(with(prof(Sudo), func(r *Request) { r.Queue = str("default") }), cfg(nil)) }},
 		{"a timeout that wrapped around to below zero is no way past the ceiling",
-			func() error { return check(with(prof(CommandLine), func(r *Request) { r.Timeout = dur(-time.Hour) }), cfg(nil)) },
-			func() error { return check(with(prof(CommandLine), func(r *Request) { r.Timeout = dur(time.Second) }), cfg(nil)) }},
+			func() error {
+				return check(with(prof(CommandLine), func(r *Request) { r.Timeout = dur(-time.Hour) }), cfg(nil))
+			},
+			func() error {
+				return check(with(prof(CommandLine), func(r *Request) { r.Timeout = dur(time.Second) }), cfg(nil))
+			}},
 		{"under sudo the grace is a ceiling",
-			func() error { return check(with(prof(Sudo), func(r *Request) { r.Grace = dur(1000 * time.Hour) }), cfg(nil)) },
-			func() error { return check(with(prof(Sudo), func(r *Request) { r.Grace = dur(5 * time.Second) }), cfg(nil)) }},
+			func() error {
+				return check(with(prof(Sudo), func(r *Request) { r.Grace = dur(1000 * time.Hour) }), cfg(nil))
+			},
+			func() error {
+				return check(with(prof(Sudo), func(r *Request) { r.Grace = dur(5 * time.Second) }), cfg(nil))
+			}},
 		{"in a spool request the retry delay is a ceiling",
-			func() error { return check(with(prof(Spool), func(r *Request) { r.RetryDelay = dur(1000 * time.Hour) }), cfg(nil)) },
-			func() error { return check(with(prof(CommandLine), func(r *Request) { r.RetryDelay = dur(1000 * time.Hour) }), cfg(nil)) }},
+			func() error {
+				return check(with(prof(Spool), func(r *Request) { r.RetryDelay = dur(1000 * time.Hour) }), cfg(nil))
+			},
+			func() error {
+				return check(with(prof(CommandLine), func(r *Request) { r.RetryDelay = dur(1000 * time.Hour) }), cfg(nil))
+			}},
 		{"under sudo a malformed --after ID is refused",
-			func() error { return check(with(prof(Sudo), func(r *Request) { r.After = []string{"../x"} }), cfg(nil)) },
-			func() error { return check(with(prof(Sudo), func(r *Request) { r.After = []string{"20261204-030000.000000-abcdef"} }), cfg(nil)) }},
+			func() error {
+				return check(with(prof(Sudo), func(r *Request) { r.After = []string{"../x"} }), cfg(nil))
+			},
+			func() error {
+				return check(with(prof(Sudo), func(r *Request) { r.After = []string{"20261204-030000.000000-abcdef"} }), cfg(nil))
+			}},
 		{"a worker or drain as root refuses another user's state dir",
 			func() error { return CheckWorkerStateDir("/s", 0, 1000, "cmesh") }, func() error { return CheckWorkerStateDir("/s", 1000, 1000, "cmesh") }},
 	}

@@ -287,17 +287,11 @@ func (h Harness) expect(t *testing.T, j Job, state string, exit int, signal stri
 // wrapperPID reads the wrapper's PID from the job's record.
 func (h Harness) wrapperPID(t *testing.T, id string) int {
 	t.Helper()
-	b, err := os.ReadFile(filepath.Join(h.StateDir, "jobs", id+".json"))
-	if err != nil {
-		t.Fatal(err)
+	pid := h.wrapperPIDIfAny(t, id)
+	if pid <= 0 {
+		t.Fatalf("the record of %s has no wrapper_pid", id)
 	}
-	var r struct {
-		WrapperPID int `json:"wrapper_pid"`
-	}
-	if err := json.Unmarshal(b, &r); err != nil || r.WrapperPID <= 0 {
-		t.Fatalf("record of %s has no wrapper_pid (%v): %s", id, err, b)
-	}
-	return r.WrapperPID
+	return pid
 }
 
 // start and end are when the job's first attempt started and its last
