@@ -32,8 +32,10 @@ const queuedGrace = 10 * time.Second
 
 // isOldestWaiting reports whether no older job of the queue is waiting
 // for it with a live wrapper, or about to: creation order decides who runs
-// next. A job that waits for other jobs, or for its start time, holds no
-// place: it may wait for long, and the queue goes on without it.
+// next. An older job still queued holds its place while it is young, or
+// while its backend still has it (a spool job a cron drain starts a
+// minute later). A job that waits for other jobs, or for its start time,
+// holds no place: it may wait for long, and the queue goes on without it.
 func (w *wrap) isOldestWaiting(queue string) bool {
 	ids, err := w.st.ActiveIDs()
 	if err != nil {
@@ -52,9 +54,19 @@ func (w *wrap) isOldestWaiting(queue string) bool {
 			return false
 		}
 		if r.State == status.Queued && r.Cancel == nil && r.WaitingFor == "" && len(r.After) == 0 &&
-			(r.NotBefore == nil || !r.NotBefore.After(time.Now())) && time.Since(r.CreatedAt) < queuedGrace {
+			(r.NotBefore == nil || !r.NotBefore.After(time.Now())) && (time.Since(r.CreatedAt) < queuedGrace || w.stillQueued(r)) {
 			return false
 		}
 	}
 	return true
+}
+
+// stillQueued asks r's backend whether it still has the job, through a
+// probe renewed every second (at's asks atq once).
+func (w *wrap) stillQueued(r *status.Record) bool {
+	if w.queued == nil || time.Since(w.queuedAt) > time.Second {
+		w.queued, w.queuedAt = w.probe(), time.Now()
+	}
+	ok, err := w.queued(r)
+	return err == nil && ok
 }

@@ -79,6 +79,9 @@ type wrap struct {
 	chld chan os.Signal
 	out  *os.File
 	slot *os.File // the queue's slot, held from the first attempt to the end
+	// queued is the backends' probe of older queued jobs, made at queuedAt.
+	queued   status.Probe
+	queuedAt time.Time
 }
 
 // relock takes the job's lock and reads its record under it.

@@ -6,9 +6,12 @@ import (
 	"encoding/json"
 	"os"
 	"path/filepath"
+	"slices"
+	"strings"
 	"testing"
 	"time"
 
+	"github.com/cmesh/cmesh-run/backend/backendtest"
 	"github.com/cmesh/cmesh-run/test/itest"
 )
 
@@ -75,5 +78,41 @@ func TestSpoolJobSystem(t *testing.T) {
 	drain()
 	if m := w.answer(nil, mixed, 5*time.Second); m.Error == nil || m.Error.Code != "usage" {
 		t.Errorf("a rerun with a command beside it: %+v, want a usage error", m)
+	}
+}
+
+// A queue's jobs start in creation order even when their backend starts
+// them late: spool jobs a drain takes well past the first seconds (as a
+// cron drain would, a minute on) still run oldest first.
+func TestSpoolQueueOrderAfterLateDrain(t *testing.T) {
+	bin := requireIntegration(t, 0)
+	w := newWorld(t, bin)
+	w.attackSite("[queues.build]\nmax_running = 1\n")
+	var ids []string
+	for range 4 {
+		r := w.cli(&w.worker, "schedule", "--backend", "spool", "--queue", "build", "--profile", "nap", "--arg", "secs=1")
+		if r.exit != 0 {
+			t.Fatalf("schedule: %v", r)
+		}
+		ids = append(ids, strings.TrimSpace(r.stdout))
+	}
+	// Past the grace in which any young queued job holds its place: only
+	// the backend's word keeps the order now.
+	last := w.status(nil, ids[len(ids)-1]).CreatedAt
+	itest.Poll(t, 30*time.Second, "11 s since the last job was made", func() (bool, string) {
+		return time.Since(last) > 11*time.Second, ""
+	})
+	if r, late := w.cliWithin(&w.worker, 30*time.Second, "drain"); late || r.exit != 0 {
+		t.Fatalf("drain: %v (killed: %v)", r, late)
+	}
+	var starts []time.Time
+	for _, id := range ids {
+		if j := w.waitFinished(nil, id, 60*time.Second); j.State != "succeeded" {
+			t.Fatalf("job %s: %v", id, j)
+		}
+		starts = append(starts, backendtest.Start(t, w.stateDir, id))
+	}
+	if !slices.IsSortedFunc(starts, func(a, b time.Time) int { return a.Compare(b) }) {
+		t.Errorf("the queue started its jobs out of creation order: %v", starts)
 	}
 }
