@@ -3,6 +3,8 @@ package backend
 import (
 	"slices"
 	"sync"
+
+	"github.com/cmesh/cmesh-run/status"
 )
 
 // Env is what a backend is made for: the user the job runs as (the
@@ -74,3 +76,24 @@ func Names() []string {
 
 // Known tells whether --backend takes name.
 func Known(name string) bool { return slices.Contains(Names(), name) }
+
+// Probe is the readers' check of queued jobs, through the backend that
+// took each (made for env, looked up on the first queued job of each
+// backend): what status.Derive asks. A backend it does not know is taken
+// at its word: pending.
+func Probe(env func() Env) status.Probe {
+	probes := map[string]status.Probe{}
+	return func(r *status.Record) (bool, error) {
+		p, ok := probes[r.Backend]
+		if !ok {
+			if e, found := Lookup(r.Backend); found {
+				p = e.New(env()).Probe()
+			}
+			probes[r.Backend] = p
+		}
+		if p == nil {
+			return true, nil
+		}
+		return p(r)
+	}
+}

@@ -1,7 +1,6 @@
 package jobs
 
 import (
-	"slices"
 	"time"
 
 	"github.com/cmesh/cmesh-run/config"
@@ -111,10 +110,7 @@ func (s *Service) RerunRequest(id string, from policy.Source) (policy.Request, e
 		// timeout and retries as the config says today.
 		name := rec.ProfileName
 		r.Profile = &name
-		r.Args = []string{}
-		for _, k := range sortedKeys(rec.ProfileArgs) {
-			r.Args = append(r.Args, k+"="+rec.ProfileArgs[k])
-		}
+		r.Args = pairs(rec.ProfileArgs) // never nil: "given", even when the profile takes none
 		r.Name = nil // the profile names its jobs itself
 		return r, nil
 	}
@@ -135,13 +131,4 @@ func (s *Service) RerunRequest(id string, from policy.Source) (policy.Request, e
 	retries := rec.Retries
 	r.Retries = &retries
 	return r, nil
-}
-
-func sortedKeys(m map[string]string) []string {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	slices.Sort(keys)
-	return keys
 }

@@ -187,18 +187,5 @@ func (s *Service) Probe() status.Probe {
 	// Looked up only when a queued job needs a probe: most reads are of
 	// jobs that started, and the lookup reads /etc/passwd twice.
 	who := sync.OnceValue(CurrentCaller)
-	probes := map[string]status.Probe{}
-	return func(r *status.Record) (bool, error) {
-		p, ok := probes[r.Backend]
-		if !ok {
-			if e, found := backend.Lookup(r.Backend); found {
-				p = e.New(s.env(who())).Probe()
-			}
-			probes[r.Backend] = p
-		}
-		if p == nil {
-			return true, nil
-		}
-		return p(r)
-	}
+	return backend.Probe(func() backend.Env { return s.env(who()) })
 }

@@ -9,7 +9,6 @@ import (
 
 	"github.com/cmesh/cmesh-run/backend"
 	"github.com/cmesh/cmesh-run/errs"
-	"github.com/cmesh/cmesh-run/spool"
 	"github.com/cmesh/cmesh-run/status"
 )
 
@@ -21,7 +20,7 @@ const depPoll = 200 * time.Millisecond
 // has failed then, and said why).
 func (w *wrap) leave(lock *os.File, rec *status.Record) bool {
 	err := w.st.Save(rec)
-	spool.Unclaim(w.st.Dir, w.id)
+	w.unclaim()
 	status.Unlock(lock)
 	if err != nil {
 		fail(err)
@@ -161,20 +160,7 @@ func (w *wrap) waitAfter(lock *os.File, rec *status.Record) (*os.File, *status.R
 // probe is the reader's check of queued jobs, through the backend that
 // took each: a dependency its backend lost must end this job's wait.
 func (w *wrap) probe() status.Probe {
-	probes := map[string]status.Probe{}
-	return func(r *status.Record) (bool, error) {
-		p, ok := probes[r.Backend]
-		if !ok {
-			if e, found := backend.Lookup(r.Backend); found {
-				p = e.New(backend.Env{User: w.user(), UID: os.Getuid(), StateDir: w.st.Dir}).Probe()
-			}
-			probes[r.Backend] = p
-		}
-		if p == nil {
-			return true, nil
-		}
-		return p(r)
-	}
+	return backend.Probe(func() backend.Env { return backend.Env{User: w.user(), UID: os.Getuid(), StateDir: w.st.Dir} })
 }
 
 // waitQueue holds a job while its queue is paused or all its slots are
