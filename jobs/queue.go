@@ -111,7 +111,7 @@ func (s *Service) RerunRequest(id string, from policy.Source) (policy.Request, e
 		name := rec.ProfileName
 		r.Profile = &name
 		r.Args = pairs(rec.ProfileArgs) // never nil: "given", even when the profile takes none
-		r.Name = nil // the profile names its jobs itself
+		r.Name = nil                    // the profile names its jobs itself
 		return r, nil
 	}
 	if rec.Profile != "" {
