@@ -286,19 +286,19 @@ const submitGrace = time.Minute
 // list of many queued jobs costs one atq.
 func (a *At) Probe() status.Probe {
 	queue := sync.OnceValues(a.Queue)
-	return func(r *status.Record) (bool, error) {
+	return func(r *status.Record) (status.Seen, error) {
 		if a.UID != 0 && r.User != a.User {
 			// atq shows other users' jobs to root only.
-			return true, nil
+			return status.Held(true), nil
 		}
 		if r.BackendRef == nil {
-			return time.Since(r.CreatedAt) < submitGrace, nil
+			return status.Held(time.Since(r.CreatedAt) < submitGrace), nil
 		}
 		q, err := queue()
 		if err != nil {
-			return true, err
+			return status.Held(true), err
 		}
-		return q[*r.BackendRef], nil
+		return status.Held(q[*r.BackendRef]), nil
 	}
 }
 

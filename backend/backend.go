@@ -24,11 +24,41 @@ type Backend interface {
 	Submit(j Job) (ref string, err error)
 	// Remove takes a job that has not started out of the backend.
 	Remove(ref string) error
-	// Probe reports whether a queued job is still in the backend.
+	// Probe reports whether the backend still holds a job (queued; for a
+	// job on another host, running too), and what it saw of its end.
 	Probe() status.Probe
 	// Quotas tells whether the backend can enforce memory and CPU quotas
 	// (Spec.MemoryMax, Spec.CPUQuota); the others refuse them.
 	Quotas() bool
+}
+
+// Stopper is a backend whose jobs may run where this machine cannot signal
+// them (another node): cancel stops them through its scheduler.
+type Stopper interface {
+	// Stop sends SIGTERM to the whole job: its wrapper, which kills the
+	// job's tree after the cancel's grace, and every process of it.
+	Stop(ref string) error
+	// Kill sends SIGKILL to what is left of it.
+	Kill(ref string) error
+}
+
+// Diagnoser is a backend with checks of its own for doctor.
+type Diagnoser interface {
+	Diagnose(stateDir string) []Finding
+}
+
+// Finding is one of a backend's doctor checks; Status is ok, warn or fail.
+type Finding struct {
+	Name, Status, Message, Fix string
+}
+
+// Cluster is the config's [slurm] table: the cluster the slurm backend
+// submits to. Only the root-owned config sets it, never a caller.
+type Cluster struct {
+	Conf      string   `toml:"conf"`      // the clients' slurm.conf ("" is Slurm's default)
+	Partition string   `toml:"partition"` // sbatch --partition
+	Account   string   `toml:"account"`   // sbatch --account
+	Options   []string `toml:"options"`   // more sbatch options, e.g. "--cpus-per-task=2"
 }
 
 // Job is what a backend gets to start.

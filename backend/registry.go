@@ -13,6 +13,7 @@ type Env struct {
 	User     string
 	UID      int
 	StateDir string
+	Slurm    Cluster // the config's [slurm]
 }
 
 // Entry is one backend in the registry: every backend's folder registers
@@ -77,13 +78,13 @@ func Names() []string {
 // Known tells whether --backend takes name.
 func Known(name string) bool { return slices.Contains(Names(), name) }
 
-// Probe is the readers' check of queued jobs, through the backend that
-// took each (made for env, looked up on the first queued job of each
-// backend): what status.Derive asks. A backend it does not know is taken
-// at its word: pending.
+// Probe is the readers' check of jobs, through the backend that took
+// each (made for env, looked up on the first job of each backend that
+// needs it): what status.Derive asks. A backend it does not know is
+// taken at its word: it holds the job.
 func Probe(env func() Env) status.Probe {
 	probes := map[string]status.Probe{}
-	return func(r *status.Record) (bool, error) {
+	return func(r *status.Record) (status.Seen, error) {
 		p, ok := probes[r.Backend]
 		if !ok {
 			if e, found := Lookup(r.Backend); found {
@@ -92,7 +93,7 @@ func Probe(env func() Env) status.Probe {
 			probes[r.Backend] = p
 		}
 		if p == nil {
-			return true, nil
+			return status.Held(true), nil
 		}
 		return p(r)
 	}

@@ -5,6 +5,7 @@ package config
 import (
 	_ "github.com/cmesh/cmesh-run/atsched"
 	_ "github.com/cmesh/cmesh-run/direct"
+	_ "github.com/cmesh/cmesh-run/slurm"
 	_ "github.com/cmesh/cmesh-run/spool"
 	_ "github.com/cmesh/cmesh-run/systemd"
 )

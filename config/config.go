@@ -51,6 +51,7 @@ type Config struct {
 	RootJobsReadable  bool               `toml:"root_jobs_readable"`
 	Env               map[string]string  `toml:"env"`
 	Profiles          map[string]Profile `toml:"profiles"`
+	Slurm             backend.Cluster    `toml:"slurm"`
 
 	File string `toml:"-"` // where it was read from, "" for none
 }
@@ -286,9 +287,40 @@ func Parse(data []byte, c *Config) error {
 			return fmt.Errorf("line %d: key \"profiles.%s.queue\": no [queues.%s] in the config", lineOf(data, "profiles."+name), name, p.Queue)
 		}
 	}
-	for _, p := range []struct{ key, v string }{{"workdir", c.Workdir}, {"state_dir", c.StateDir}, {"audit_log", c.AuditLog}} {
+	if err := checkSlurm(c.Slurm, data); err != nil {
+		return err
+	}
+	for _, p := range []struct{ key, v string }{{"workdir", c.Workdir}, {"state_dir", c.StateDir}, {"audit_log", c.AuditLog}, {"slurm.conf", c.Slurm.Conf}} {
 		if p.v != "" && !strings.HasPrefix(p.v, "/") {
 			return fmt.Errorf("line %d: key %q: must be an absolute path", lineOf(data, p.key), p.key)
+		}
+	}
+	return nil
+}
+
+// slurmOwned are the sbatch options the slurm backend sets itself: the
+// output file, the environment, the requeue rule and the job's identity
+// are what its records rely on.
+var slurmOwned = []string{"--output", "-o", "--error", "-e", "--open-mode", "--export", "--export-file", "--requeue", "--no-requeue",
+	"--comment", "--parsable", "--wrap", "--chdir", "-D", "--uid", "--gid", "--input", "-i", "--array", "-a", "--wait", "-W", "--get-user-env"}
+
+func checkSlurm(s backend.Cluster, data []byte) error {
+	for _, o := range s.Options {
+		name, _, _ := strings.Cut(o, "=")
+		if !strings.HasPrefix(o, "-") {
+			return fmt.Errorf("line %d: key \"slurm.options\": %q is not an sbatch option (want e.g. \"--cpus-per-task=2\")", lineOf(data, "options"), o)
+		}
+		// A short option may carry its value: "-o/tmp/x".
+		if len(o) >= 2 && o[1] != '-' {
+			name = o[:2]
+		}
+		if slices.Contains(slurmOwned, name) {
+			return fmt.Errorf("line %d: key \"slurm.options\": %s is cmesh-run's to set", lineOf(data, "options"), name)
+		}
+	}
+	for _, v := range []struct{ key, v string }{{"partition", s.Partition}, {"account", s.Account}} {
+		if strings.ContainsAny(v.v, " \t\n=") {
+			return fmt.Errorf("line %d: key \"slurm.%s\": %q is not a Slurm name", lineOf(data, v.key), v.key, v.v)
 		}
 	}
 	return nil

@@ -17,12 +17,31 @@ func TestParseErrorsNameLineAndKey(t *testing.T) {
 		{"[env]\nA = \"1\"\n\"B-C\" = \"2\"\n", `key "env.B-C"`},
 		{"backend = \n", "line 1"},
 		{"[profiles.x]\ncommand = [\"a\"]\nnope = 1\n", `line 3: unknown key "profiles.x.nope"`},
+		// sbatch options that would undo what the slurm backend relies on.
+		{"[slurm]\noptions = [\"--output=/tmp/x\"]\n", `line 2: key "slurm.options": --output is cmesh-run's to set`},
+		{"[slurm]\noptions = [\"-o/tmp/x\"]\n", `-o is cmesh-run's to set`},
+		{"[slurm]\noptions = [\"--export=ALL\"]\n", `--export is cmesh-run's to set`},
+		{"[slurm]\noptions = [\"--requeue\"]\n", `--requeue is cmesh-run's to set`},
+		{"[slurm]\noptions = [\"cpus=2\"]\n", `not an sbatch option`},
+		{"[slurm]\npartition = \"a b\"\n", `key "slurm.partition"`},
+		{"[slurm]\nconf = \"slurm.conf\"\n", `key "slurm.conf": must be an absolute path`},
 	} {
 		var cfg Config
 		err := Parse([]byte(c.in), &cfg)
 		if err == nil || !strings.Contains(err.Error(), c.want) {
 			t.Errorf("Parse(%q) = %v, want %q", c.in, err, c.want)
 		}
+	}
+}
+
+func TestParseSlurm(t *testing.T) {
+	var cfg Config
+	in := "backend = \"slurm\"\n[slurm]\nconf = \"/etc/slurm/slurm.conf\"\npartition = \"build\"\naccount = \"web\"\noptions = [\"--cpus-per-task=2\", \"--qos=build\"]\n"
+	if err := Parse([]byte(in), &cfg); err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Slurm.Partition != "build" || cfg.Slurm.Account != "web" || len(cfg.Slurm.Options) != 2 || cfg.Slurm.Conf != "/etc/slurm/slurm.conf" {
+		t.Errorf("[slurm]: %+v", cfg.Slurm)
 	}
 }
 

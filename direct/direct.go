@@ -52,16 +52,16 @@ const startGrace = time.Minute
 // Probe implements backend.Backend: a queued job is pending while its
 // wrapper process lives.
 func (Direct) Probe() status.Probe {
-	return func(r *status.Record) (bool, error) {
+	return func(r *status.Record) (status.Seen, error) {
 		if r.BackendRef == nil {
-			return time.Since(r.CreatedAt) < startGrace, nil
+			return status.Held(time.Since(r.CreatedAt) < startGrace), nil
 		}
 		pid, err := strconv.Atoi(*r.BackendRef)
 		if err != nil {
-			return false, nil
+			return status.Held(false), nil
 		}
 		err = syscall.Kill(pid, 0)
-		return err == nil || err == syscall.EPERM || time.Since(r.CreatedAt) < time.Second, nil
+		return status.Held(err == nil || err == syscall.EPERM || time.Since(r.CreatedAt) < time.Second), nil
 	}
 }
 

@@ -16,6 +16,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/cmesh/cmesh-run/atsched"
+	"github.com/cmesh/cmesh-run/backend"
 	"github.com/cmesh/cmesh-run/errs"
 )
 
@@ -50,6 +51,9 @@ type Env struct {
 	// own, finer checks.
 	Backend      string
 	BackendCheck func() error
+	// BackendFindings are the backend's own checks (a cluster's
+	// controller, its partition, a shared state dir), if it has any.
+	BackendFindings func() []backend.Finding
 	// Probe schedules a harmless job and waits for its end marker.
 	Probe        func(timeout time.Duration) error
 	ProbeTimeout time.Duration
@@ -78,6 +82,14 @@ func Run(e Env) []Check {
 			backendOK = false
 		} else {
 			add(Check{"backend " + e.Backend, OK, "can take a job from " + e.At.User + " now", ""})
+			if e.BackendFindings != nil {
+				for _, f := range e.BackendFindings() {
+					add(Check{f.Name, f.Status, f.Message, f.Fix})
+					if f.Status == Fail {
+						backendOK = false
+					}
+				}
+			}
 		}
 	}
 	stateOK := checkStateDir(e, add)

@@ -4,6 +4,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/cmesh/cmesh-run/backend"
 	"github.com/cmesh/cmesh-run/errs"
 	"github.com/cmesh/cmesh-run/proc"
 	"github.com/cmesh/cmesh-run/status"
@@ -53,17 +54,20 @@ func (s *Service) stop(st *status.Store, rec *status.Record, grace time.Duration
 		}
 		err = s.endCanceled(st, rec)
 		status.Unlock(lock)
-		if err == nil && rec.WrapperPID > 0 && proc.Alive(rec.WrapperPID, rec.WrapperStart, rec.BootID) {
+		if err == nil && rec.WrapperPID > 0 && rec.Local() && proc.Alive(rec.WrapperPID, rec.WrapperStart, rec.BootID) {
 			// A wrapper holding the job until its start time: let it go.
 			_ = syscall.Kill(rec.WrapperPID, syscall.SIGUSR1)
 		}
 		return err
-	case proc.Alive(rec.WrapperPID, rec.WrapperStart, rec.BootID):
+	case status.WrapperLive(rec, s.Probe()):
 		rec.Cancel = &status.CancelRequest{At: time.Now().UTC(), By: who.Name, Grace: grace}
 		err := st.Save(rec)
 		status.Unlock(lock)
 		if err != nil {
 			return err
+		}
+		if !rec.Local() {
+			return s.stopRemote(rec, who, grace)
 		}
 		if err := syscall.Kill(rec.WrapperPID, syscall.SIGUSR1); err != nil {
 			return errs.Errorf(errs.Denied, "cannot signal job %s's wrapper (pid %d): %v", rec.ID, rec.WrapperPID, err).
@@ -73,13 +77,53 @@ func (s *Service) stop(st *status.Store, rec *status.Record, grace time.Duration
 		return s.awaitEnd(rec.ID, grace+10*time.Second)
 	default:
 		// The wrapper is gone (killed, or the machine restarted): stop what
-		// is left of the job here and write its end.
+		// is left of the job here, or through its scheduler when it ran on
+		// another host, and write its end.
 		defer status.Unlock(lock)
-		if p := rec.PID; p != nil && proc.Alive(*p, rec.PIDStart, rec.BootID) {
+		if !rec.Local() {
+			if sb, ok := s.stopper(rec, who); ok {
+				_ = sb.Kill(*rec.BackendRef)
+			}
+		} else if p := rec.PID; p != nil && proc.Alive(*p, rec.PIDStart, rec.BootID) {
 			proc.KillTree(*p, grace)
 		}
 		return s.endCanceled(st, rec)
 	}
+}
+
+// stopper is rec's backend when it can stop jobs on other hosts.
+func (s *Service) stopper(rec *status.Record, who Caller) (backend.Stopper, bool) {
+	if rec.BackendRef == nil {
+		return nil, false
+	}
+	be, err := s.Backend(rec.Backend, who)
+	if err != nil {
+		return nil, false
+	}
+	sb, ok := be.(backend.Stopper)
+	return sb, ok
+}
+
+// stopRemote cancels a job whose wrapper runs on another host, through its
+// scheduler: SIGTERM to the whole job (the wrapper kills the job's tree
+// after the grace and writes the end), SIGKILL when it has not ended by
+// then and a margin.
+func (s *Service) stopRemote(rec *status.Record, who Caller, grace time.Duration) error {
+	sb, ok := s.stopper(rec, who)
+	if !ok {
+		return errs.Errorf(errs.Unavailable, "job %s runs on %s, and its backend %s cannot reach it from here", rec.ID, *rec.Host, rec.Backend).
+			WithHint("cancel it on %s", *rec.Host)
+	}
+	if err := sb.Stop(*rec.BackendRef); err != nil {
+		return errs.Errorf(errs.Unavailable, "cannot stop job %s through %s: %v", rec.ID, rec.Backend, err).
+			WithHint("check the cluster (scontrol ping), or cancel as the user the job runs as (%s), or as root", rec.User)
+	}
+	s.Audit.Job(rec, "canceled", nil)
+	if err := s.awaitEnd(rec.ID, grace+10*time.Second); err == nil {
+		return nil
+	}
+	_ = sb.Kill(*rec.BackendRef)
+	return s.awaitEnd(rec.ID, 30*time.Second)
 }
 
 // endCanceled writes a canceled end marker and record for a job whose

@@ -158,7 +158,7 @@ func (s *Service) Backend(name string, who Caller) (backend.Backend, error) {
 }
 
 func (s *Service) env(who Caller) backend.Env {
-	return backend.Env{User: who.Name, UID: who.UID, StateDir: s.AbsStateDir()}
+	return backend.Env{User: who.Name, UID: who.UID, StateDir: s.AbsStateDir(), Slurm: s.Cfg.Slurm}
 }
 
 // Auto picks the first backend of the registry that can take a job from

@@ -57,5 +57,26 @@ var bootID = sync.OnceValue(func() string {
 	return strings.TrimSpace(string(b))
 })
 
+var hostname = sync.OnceValue(func() string {
+	h, _ := os.Hostname()
+	// sethostname(2) takes any bytes; a marker and a record need a word.
+	h = strings.Map(func(r rune) rune {
+		if r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '.' || r == '-' || r == '_' {
+			return r
+		}
+		return '_'
+	}, h)
+	if len(h) > 64 {
+		h = h[:64]
+	}
+	return h
+})
+
+// Hostname is this machine's name as its processes see it (a node in a
+// UTS namespace of its own has its own): a job's record names the host
+// its wrapper runs on, and only that host's /proc can tell whether the
+// wrapper lives.
+func Hostname() string { return hostname() }
+
 // BootID identifies the current boot.
 func BootID() string { return bootID() }

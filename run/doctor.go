@@ -8,6 +8,7 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/cmesh/cmesh-run/atsched"
+	"github.com/cmesh/cmesh-run/backend"
 	"github.com/cmesh/cmesh-run/config"
 	"github.com/cmesh/cmesh-run/doctor"
 	"github.com/cmesh/cmesh-run/jobs"
@@ -19,7 +20,8 @@ func (a *app) newDoctorCommand() *cli.Command {
 		Usage: "check everything a working setup needs, and print the fix for each problem",
 		Description: "Checks, as the calling user: at installed, atd running, at.allow/at.deny, the state dir,\n" +
 			"a probe job's round trip, PHP-FPM pools (user, clear_env, disable_functions), SELinux,\n" +
-			"the sudo rule when there is one, where the audit trail goes (a warning when no syslog daemon\n" +
+			"the sudo rule when there is one, for the slurm backend the controller (scontrol ping), munge,\n" +
+			"the partition and whether the state dir is on a file system the nodes can share, where the audit trail goes (a warning when no syslog daemon\n" +
 			"listens and no audit_log is set), and profile patterns that accept a value starting with '-'.\n" +
 			"Each check is ok, warn or fail; exit 1 on any fail.\n" +
 			"Run it as the web server's user to check what PHP will meet.\n\n" +
@@ -44,14 +46,19 @@ func (a *app) runDoctor(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
+	var findings func() []backend.Finding
+	if d, ok := be.(backend.Diagnoser); ok {
+		findings = func() []backend.Finding { return d.Diagnose(a.svc.AbsStateDir()) }
+	}
 	checks := doctor.Run(doctor.Env{
-		Backend:      be.Name(),
-		BackendCheck: be.Check,
-		At:           atsched.New(who.Name, who.UID),
-		StateDir:     a.svc.StateDir,
-		FPMConfs:     c.StringSlice("fpm-conf"),
-		Sudoers:      config.SudoersPath,
-		Probe:        func(timeout time.Duration) error { return a.svc.ProbeJob(be.Name(), timeout) },
+		BackendFindings: findings,
+		Backend:         be.Name(),
+		BackendCheck:    be.Check,
+		At:              atsched.New(who.Name, who.UID),
+		StateDir:        a.svc.StateDir,
+		FPMConfs:        c.StringSlice("fpm-conf"),
+		Sudoers:         config.SudoersPath,
+		Probe:           func(timeout time.Duration) error { return a.svc.ProbeJob(be.Name(), timeout) },
 		Auto: func() (string, string) {
 			be, why := a.svc.Auto(who)
 			return be.Name(), why

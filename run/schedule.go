@@ -43,7 +43,7 @@ func (a *app) newScheduleCommand() *cli.Command {
 			&cli.Uint64Flag{Name: "limit-core", Usage: "RLIMIT_CORE: core files up to `BYTES` (0: none)"},
 			&cli.StringFlag{Name: "memory-max", Usage: "memory quota (`BYTES`); only a backend that can enforce it accepts it (at cannot: refused)"},
 			&cli.StringFlag{Name: "cpu-quota", Usage: "CPU quota (`PERCENT`); only a backend that can enforce it accepts it (at cannot: refused)"},
-			&cli.StringFlag{Name: "backend", Usage: "`BACKEND` that starts the job: at, systemd, spool, direct or auto (see BACKENDS)", DefaultText: "the config's backend, else at"},
+			&cli.StringFlag{Name: "backend", Usage: "`BACKEND` that starts the job: at, systemd, spool, slurm, direct or auto (see BACKENDS)", DefaultText: "the config's backend, else at"},
 			&cli.StringFlag{Name: "queue", Usage: "run in the config's queue `NAME` ([queues.NAME]: its own max_running; creation order)", DefaultText: "the profile's, else default"},
 			&cli.StringFlag{Name: "after", Usage: "start only once the jobs `ID[,ID...]` have finished, and only if all succeeded (else end canceled, with the reason)"},
 			&cli.BoolFlag{Name: "after-any", Usage: "with --after: start whatever they ended as"},

@@ -75,6 +75,7 @@ func printJob(w io.Writer, j status.Job) error {
 		{"user", j.User},
 		{"requested_by", orDash(j.RequestedBy)},
 		{"pid", fmtInt(j.PID)},
+		{"host", fmtRef(j.Host)},
 		{"attempt", strconv.Itoa(j.Attempt)},
 		{"created_at", fmtTime(&j.CreatedAt)},
 		{"started_at", fmtTime(j.StartedAt)},

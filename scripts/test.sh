@@ -47,7 +47,8 @@ export CMESH_RUN_BIN=$PWD/cmesh-run
 step "packages"
 need_pkgs /usr/bin/at at php-fpm8.2 php-fpm /usr/bin/php php-cli cgi-fcgi libfcgi-bin \
 	sudo sudo supervisord supervisor systemd-nspawn systemd-container mandoc mandoc \
-	nginx nginx chromium chromium chromedriver chromium-driver man man-db systemctl systemd ||
+	nginx nginx chromium chromium chromedriver chromium-driver man man-db systemctl systemd \
+	/usr/sbin/munged munge /usr/sbin/slurmctld slurmctld /usr/sbin/slurmd slurmd /usr/bin/sbatch slurm-client ||
 	echo "!!!!!!!! could not install every package (not root, or no mirror); suites that need them will SKIP !!!!!!!!"
 if ensure_atd; then
 	run "integration: at" go test -tags integration -count=1 -timeout 20m -v ./test/integration/ 
@@ -92,6 +93,12 @@ else
 	skip "integration: demo page in a browser" "needs at"
 fi
 stop_atd_if_started
+# A real two-node Slurm cluster on loopback (munged, slurmctld, two slurmd in namespaces).
+if need_pkgs /usr/sbin/munged munge /usr/sbin/slurmctld slurmctld /usr/sbin/slurmd slurmd /usr/bin/sbatch slurm-client; then
+	run "integration: slurm cluster" go test -tags integration -count=1 -timeout 15m -v ./test/slurm/
+else
+	skip "integration: slurm cluster" "munge, slurmctld, slurmd or slurm-client missing and not installable"
+fi
 
 echo
 if [ ${#skipped[@]} -gt 0 ]; then

@@ -124,14 +124,14 @@ const claimGrace = time.Minute
 // Probe implements backend.Backend: a queued job is pending while its
 // script waits in the queue or was claimed a moment ago.
 func (s *Spool) Probe() status.Probe {
-	return func(r *status.Record) (bool, error) {
+	return func(r *status.Record) (status.Seen, error) {
 		if _, err := os.Stat(s.path("queue", r.ID+".sh")); err == nil {
-			return true, nil
+			return status.Held(true), nil
 		}
 		if st, err := os.Stat(s.path("claimed", r.ID+".sh")); err == nil {
-			return time.Since(st.ModTime()) < claimGrace, nil
+			return status.Held(time.Since(st.ModTime()) < claimGrace), nil
 		}
-		return time.Since(r.CreatedAt) < time.Second, nil
+		return status.Held(time.Since(r.CreatedAt) < time.Second), nil
 	}
 }
 

@@ -114,11 +114,50 @@ func TestDeriveQueued(t *testing.T) {
 	s := newStore(t)
 	addJob(t, s, rec("q", Queued))
 	r, _ := s.Load("q")
-	if j := s.Derive(r, func(*Record) (bool, error) { return true, nil }); j.State != Queued {
+	if j := s.Derive(r, func(*Record) (Seen, error) { return Held(true), nil }); j.State != Queued {
 		t.Errorf("pending job: %s, want queued", j.State)
 	}
-	if j := s.Derive(r, func(*Record) (bool, error) { return false, nil }); j.State != Lost {
+	if j := s.Derive(r, func(*Record) (Seen, error) { return Held(false), nil }); j.State != Lost {
 		t.Errorf("job gone from the queue without starting: %s, want lost", j.State)
+	}
+	// A scheduler that saw it canceled before it started says so.
+	canceled := func(*Record) (Seen, error) {
+		return Seen{End: &Marker{Kind: "end", Attempt: 1, Reason: "canceled"}, Why: "slurm: CANCELLED"}, nil
+	}
+	if j := s.Derive(r, canceled); j.State != Canceled || j.Reason == nil || *j.Reason != "slurm: CANCELLED" {
+		t.Errorf("job its scheduler canceled: %s %v, want canceled with the scheduler's reason", j.State, j.Reason)
+	}
+}
+
+// A job whose wrapper runs on another host is judged by its backend, never
+// by this machine's /proc: the PID it recorded is another process here.
+func TestDeriveRemote(t *testing.T) {
+	s := newStore(t)
+	r0 := rec("r", Running)
+	// This very process: alive here, under the PID the node recorded.
+	r0.WrapperPID = os.Getpid()
+	r0.WrapperStart, _ = proc.ProcStart(r0.WrapperPID)
+	r0.BootID = proc.BootID()
+	r0.Host = Ptr("node-elsewhere")
+	addJob(t, s, r0)
+	r, _ := s.Load("r")
+	held := func(ok bool) Probe { return func(*Record) (Seen, error) { return Held(ok), nil } }
+	if j := s.Derive(r, held(true)); j.State != Running {
+		t.Errorf("remote job its scheduler still runs: %s, want running", j.State)
+	}
+	if j := s.Derive(r, held(false)); j.State != Lost {
+		t.Errorf("remote job its scheduler no longer knows, no end marker: %s, want lost (a live local PID means nothing)", j.State)
+	}
+	oom := func(*Record) (Seen, error) {
+		return Seen{End: &Marker{Kind: "end", Attempt: 1, Exit: exit(137), Signal: "KILL"}, Why: "slurm: OUT_OF_MEMORY"}, nil
+	}
+	if j := s.Derive(r, oom); j.State != Failed || j.Signal != "KILL" || j.Reason == nil || *j.Reason != "slurm: OUT_OF_MEMORY" {
+		t.Errorf("remote job its scheduler saw killed: %s %s %v, want failed by KILL with the reason", j.State, j.Signal, j.Reason)
+	}
+	// The same record on its own host: /proc decides.
+	r.Host = Ptr(proc.Hostname())
+	if j := s.Derive(r, held(false)); j.State != Running {
+		t.Errorf("local job with a live wrapper: %s, want running", j.State)
 	}
 }
 

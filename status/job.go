@@ -5,7 +5,11 @@
 // locks of a state dir are in lock.go, and the error kinds in errs/.
 package status
 
-import "time"
+import (
+	"time"
+
+	"github.com/cmesh/cmesh-run/proc"
+)
 
 // State is one of the states of SPEC.md.
 type State string
@@ -49,6 +53,7 @@ type Job struct {
 	User        string     `json:"user"`
 	RequestedBy string     `json:"requested_by,omitempty"`
 	PID         *int       `json:"pid"`
+	Host        *string    `json:"host"` // where the wrapper runs, or null before it starts
 	Attempt     int        `json:"attempt"`
 	Retries     int        `json:"retries"`
 	Timeout     *string    `json:"timeout"`
@@ -97,6 +102,13 @@ type Record struct {
 	ProfileName string            `json:"profile_name,omitempty"`
 	ProfileArgs map[string]string `json:"profile_args,omitempty"`
 	Unique      bool              `json:"unique,omitempty"`
+}
+
+// Local tells whether r's processes run on this machine, so that its
+// /proc may judge them: a record that names no host is from before hosts
+// were recorded, and its backend ran it here.
+func (r *Record) Local() bool {
+	return r.Host == nil || *r.Host == "" || *r.Host == proc.Hostname()
 }
 
 // QueueName is the job's queue, the default one for a record from before

@@ -12,7 +12,7 @@ import (
 // The wrapper appends one marker when an attempt starts and one when it
 // ends. A marker is a single write(2) of
 //
-//	"\n[cmesh-run:NONCE start attempt=1 pid=42 time=RFC3339]\n"
+//	"\n[cmesh-run:NONCE start attempt=1 pid=42 host=web1 time=RFC3339]\n"
 //	"\n[cmesh-run:NONCE end attempt=1 exit=0 time=RFC3339]\n"
 //
 // to the output file, which is opened O_APPEND by everyone, so a marker is
@@ -33,6 +33,7 @@ type Marker struct {
 	Kind    string // "start" or "end"
 	Attempt int
 	PID     int
+	Host    string // on start markers: where the attempt runs
 	Exit    *int
 	Signal  string
 	Reason  string // on end markers: "", "canceled" or "timeout"
@@ -52,6 +53,9 @@ func (m Marker) Format(nonce string) []byte {
 	fmt.Fprintf(&b, " attempt=%d", m.Attempt)
 	if m.PID > 0 {
 		fmt.Fprintf(&b, " pid=%d", m.PID)
+	}
+	if m.Host != "" {
+		b.WriteString(" host=" + m.Host)
 	}
 	if m.Exit != nil {
 		fmt.Fprintf(&b, " exit=%d", *m.Exit)
@@ -89,6 +93,8 @@ func parseMarker(body string) (Marker, bool) {
 			var n int
 			n, err = strconv.Atoi(v)
 			m.Exit = &n
+		case "host":
+			m.Host = v
 		case "signal":
 			m.Signal = v
 		case "reason":

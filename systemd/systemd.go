@@ -432,24 +432,24 @@ const submitGrace = time.Minute
 // needs no privileges, so any reader of the state dir can ask.
 func (s *Systemd) Probe() status.Probe {
 	seen := map[string]bool{}
-	return func(r *status.Record) (bool, error) {
+	return func(r *status.Record) (status.Seen, error) {
 		if r.BackendRef == nil {
-			return time.Since(r.CreatedAt) < submitGrace, nil
+			return status.Held(time.Since(r.CreatedAt) < submitGrace), nil
 		}
 		ref := *r.BackendRef
 		if !ValidUnit(ref) {
-			return false, nil
+			return status.Held(false), nil
 		}
 		if v, ok := seen[ref]; ok {
-			return v, nil
+			return status.Held(v), nil
 		}
 		out, err := s.command(s.Systemctl, "show", "--property=ActiveState,LoadState", "--", ref).Output()
 		if err != nil {
-			return true, fmt.Errorf("systemctl show %s: %v", ref, err)
+			return status.Held(true), fmt.Errorf("systemctl show %s: %v", ref, err)
 		}
 		v := Pending(ParseShow(out))
 		seen[ref] = v
-		return v, nil
+		return status.Held(v), nil
 	}
 }
 

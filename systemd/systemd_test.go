@@ -358,24 +358,24 @@ func TestProbe(t *testing.T) {
 	rec := &status.Record{Job: status.Job{ID: "a", CreatedAt: time.Now(), BackendRef: &ref}}
 
 	os.WriteFile(s.Systemctl+".out", []byte("ActiveState=active\nLoadState=loaded\n"), 0o644)
-	if ok, err := s.Probe()(rec); !ok || err != nil {
-		t.Errorf("active unit: %v %v, want pending", ok, err)
+	if seen, err := s.Probe()(rec); !seen.Held || err != nil {
+		t.Errorf("active unit: %v %v, want pending", seen.Held, err)
 	}
 	os.WriteFile(s.Systemctl+".out", []byte("ActiveState=inactive\nLoadState=not-found\n"), 0o644)
-	if ok, err := s.Probe()(rec); ok || err != nil {
-		t.Errorf("unit gone: %v %v, want not pending (so: lost)", ok, err)
+	if seen, err := s.Probe()(rec); seen.Held || err != nil {
+		t.Errorf("unit gone: %v %v, want not pending (so: lost)", seen.Held, err)
 	}
 	os.WriteFile(s.Systemctl+".rc", []byte("1\n"), 0o644)
-	if ok, err := s.Probe()(rec); !ok || err == nil {
-		t.Errorf("systemctl failing: %v %v, want pending and the error", ok, err)
+	if seen, err := s.Probe()(rec); !seen.Held || err == nil {
+		t.Errorf("systemctl failing: %v %v, want pending and the error", seen.Held, err)
 	}
 
 	rec.BackendRef = nil
-	if ok, _ := s.Probe()(rec); !ok {
+	if seen, _ := s.Probe()(rec); !seen.Held {
 		t.Errorf("fresh record without a unit yet: not pending")
 	}
 	rec.CreatedAt = time.Now().Add(-2 * submitGrace)
-	if ok, _ := s.Probe()(rec); ok {
+	if seen, _ := s.Probe()(rec); seen.Held {
 		t.Errorf("old record that never got a unit: still pending")
 	}
 }

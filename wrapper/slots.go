@@ -4,7 +4,6 @@ import (
 	"os"
 	"time"
 
-	"github.com/cmesh/cmesh-run/proc"
 	"github.com/cmesh/cmesh-run/status"
 )
 
@@ -50,7 +49,7 @@ func (w *wrap) isOldestWaiting(queue string) bool {
 			continue
 		}
 		if r.State == status.Waiting && (r.WaitingFor == "" || r.WaitingFor == "slot" || r.WaitingFor == "pause") &&
-			proc.Alive(r.WrapperPID, r.WrapperStart, r.BootID) {
+			status.WrapperLive(r, w.queuedProbe()) {
 			return false
 		}
 		if r.State == status.Queued && r.Cancel == nil && r.WaitingFor == "" && len(r.After) == 0 &&
@@ -64,9 +63,14 @@ func (w *wrap) isOldestWaiting(queue string) bool {
 // stillQueued asks r's backend whether it still has the job, through a
 // probe renewed every second (at's asks atq once).
 func (w *wrap) stillQueued(r *status.Record) bool {
+	seen, err := w.queuedProbe()(r)
+	return err == nil && seen.Held
+}
+
+// queuedProbe is the backends' probe, renewed every second.
+func (w *wrap) queuedProbe() status.Probe {
 	if w.queued == nil || time.Since(w.queuedAt) > time.Second {
 		w.queued, w.queuedAt = w.probe(), time.Now()
 	}
-	ok, err := w.queued(r)
-	return err == nil && ok
+	return w.queued
 }

@@ -160,7 +160,11 @@ func (w *wrap) waitAfter(lock *os.File, rec *status.Record) (*os.File, *status.R
 // probe is the reader's check of queued jobs, through the backend that
 // took each: a dependency its backend lost must end this job's wait.
 func (w *wrap) probe() status.Probe {
-	return backend.Probe(func() backend.Env { return backend.Env{User: w.user(), UID: os.Getuid(), StateDir: w.st.Dir} })
+	// The config is not the wrapper's to read; a wrapper that Slurm
+	// started has the clients' slurm.conf from sbatch's environment.
+	return backend.Probe(func() backend.Env {
+		return backend.Env{User: w.user(), UID: os.Getuid(), StateDir: w.st.Dir, Slurm: backend.Cluster{Conf: os.Getenv("SLURM_CONF")}}
+	})
 }
 
 // waitQueue holds a job while its queue is paused or all its slots are

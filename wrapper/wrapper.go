@@ -161,7 +161,7 @@ func (w *wrap) run() int {
 		status.Unlock(lock)
 		return fail(err)
 	}
-	if rec.WrapperPID > 0 && rec.WrapperPID != os.Getpid() && proc.Alive(rec.WrapperPID, rec.WrapperStart, rec.BootID) {
+	if rec.WrapperPID > 0 && rec.WrapperPID != os.Getpid() && rec.Local() && proc.Alive(rec.WrapperPID, rec.WrapperStart, rec.BootID) {
 		// Another wrapper holds the job until its start time (a spool
 		// claim put back after a worker died): it will run it.
 		status.Unlock(lock)
@@ -175,6 +175,7 @@ func (w *wrap) run() int {
 	rec.WrapperPID = os.Getpid()
 	rec.WrapperStart, _ = proc.ProcStart(rec.WrapperPID)
 	rec.BootID = proc.BootID()
+	rec.Host = status.Ptr(proc.Hostname())
 
 	// Before the job's first attempt: its start time, the jobs it waits
 	// for, its queue (paused, or all slots taken). Each wait lets the
@@ -227,7 +228,7 @@ func (w *wrap) attempt(lock *os.File, rec *status.Record) outcome {
 	offset, _ := w.out.Seek(0, io.SeekEnd)
 	pid := job.pid
 	now := time.Now().UTC()
-	start := status.Marker{Kind: "start", Attempt: rec.Attempt, PID: pid, Time: now}
+	start := status.Marker{Kind: "start", Attempt: rec.Attempt, PID: pid, Host: proc.Hostname(), Time: now}
 	err = status.WriteMarker(w.out, start, rec.Nonce)
 	if err == nil && rec.Attempt > 1 {
 		// A plain line, so that log shows where each attempt begins.
@@ -315,13 +316,14 @@ func (w *wrap) grace() time.Duration {
 }
 
 // cancelRequested tells whether signal s asks for the job to stop, and
-// with which grace: SIGTERM always does; SIGUSR1 when the record now holds
-// a cancel request.
+// with which grace: SIGTERM always does (a cancel through the job's
+// scheduler, scancel, comes as SIGTERM: its grace is the record's);
+// SIGUSR1 when the record now holds a cancel request.
 func (w *wrap) cancelRequested(s os.Signal) (bool, time.Duration) {
-	if s == syscall.SIGTERM {
+	rec, err := w.st.Load(w.id)
+	if s == syscall.SIGTERM && (err != nil || rec.Cancel == nil) {
 		return true, w.grace()
 	}
-	rec, err := w.st.Load(w.id)
 	if err != nil || rec.Cancel == nil {
 		return false, 0
 	}

@@ -30,15 +30,19 @@ type Harness struct {
 	// StartTimeout bounds how long a job may take to start (a slow
 	// backend, a loaded machine).
 	StartTimeout time.Duration
-	// Kill sends sig to pid as the jobs see it (a negative pid: the
-	// group); nil is syscall.Kill. A backend whose jobs run in another
+	// Kill sends sig to pid as the jobs on host see it (a negative pid:
+	// the group); nil is syscall.Kill. A backend whose jobs run in another
 	// PID namespace (a container, a remote node) kills there.
-	Kill func(pid int, sig syscall.Signal) error
+	Kill func(host string, pid int, sig syscall.Signal) error
+	// Killed is what a job whose wrapper and processes were killed with
+	// SIGKILL ends as: "lost" (the default), or for a backend whose
+	// scheduler saw the kill (Slurm) "failed", by signal KILL.
+	Killed string
 }
 
-func (h Harness) kill(pid int, sig syscall.Signal) error {
+func (h Harness) kill(host string, pid int, sig syscall.Signal) error {
 	if h.Kill != nil {
-		return h.Kill(pid, sig)
+		return h.Kill(host, pid, sig)
 	}
 	return syscall.Kill(pid, sig)
 }
@@ -157,7 +161,7 @@ func Run(t *testing.T, h Harness) {
 		id := h.schedule(t, []string{"--in", "1h"}, "true")
 		// A backend that starts at once (not at, which holds the job in its
 		// queue) has a wrapper take it within moments.
-		for deadline := time.Now().Add(2 * time.Second); h.wrapperPIDIfAny(t, id) == 0 && time.Now().Before(deadline); {
+		for deadline := time.Now().Add(2 * time.Second); h.wrapperPIDOrZero(t, id) == 0 && time.Now().Before(deadline); {
 			time.Sleep(20 * time.Millisecond)
 		}
 		if code, _, stderr := h.CLI(t, "cancel", id); code != 0 {
@@ -166,9 +170,9 @@ func Run(t *testing.T, h Harness) {
 		if j := h.status(t, id); j.State != "canceled" {
 			t.Errorf("a delayed job after cancel: %s, want canceled", j.State)
 		}
-		if pid := h.wrapperPIDIfAny(t, id); pid > 0 {
+		if pid, host := h.wrapperPIDIfAny(t, id); pid > 0 {
 			deadline := time.Now().Add(10 * time.Second)
-			for h.alive(pid) {
+			for h.alive(host, pid) {
 				if time.Now().After(deadline) {
 					t.Fatalf("the wrapper (pid %d) of the canceled delayed job still lives 10 s on", pid)
 				}
@@ -181,25 +185,32 @@ func Run(t *testing.T, h Harness) {
 		j := h.running(t, id)
 		// The wrapper and the job die without an end marker, as under the
 		// OOM killer or a kill -9 of the whole session.
-		wrapper := h.wrapperPID(t, id)
-		_ = h.kill(wrapper, syscall.SIGKILL)
+		wrapper, host := h.wrapperPID(t, id)
+		_ = h.kill(host, wrapper, syscall.SIGKILL)
 		if j.PID != nil {
-			_ = h.kill(-*j.PID, syscall.SIGKILL)
-			_ = h.kill(*j.PID, syscall.SIGKILL)
+			_ = h.kill(host, -*j.PID, syscall.SIGKILL)
+			_ = h.kill(host, *j.PID, syscall.SIGKILL)
+		}
+		want, code := "lost", 125
+		if h.Killed != "" {
+			want, code = h.Killed, 137
 		}
 		deadline := time.Now().Add(10 * time.Second)
 		for {
 			j = h.status(t, id)
-			if j.State == "lost" {
+			if j.State == want {
 				break
 			}
 			if time.Now().After(deadline) {
-				t.Fatalf("state %s 10 s after the wrapper and the job were killed, want lost", j.State)
+				t.Fatalf("state %s 10 s after the wrapper and the job were killed, want %s", j.State, want)
 			}
 			time.Sleep(50 * time.Millisecond)
 		}
-		if code := h.wait(t, id); code != 125 {
-			t.Errorf("wait exited %d for a lost job, want 125", code)
+		if want != "lost" {
+			h.expect(t, j, want, 137, "KILL")
+		}
+		if got := h.wait(t, id); got != code {
+			t.Errorf("wait exited %d for a job killed with its wrapper, want %d", got, code)
 		}
 	})
 }
@@ -284,13 +295,18 @@ func (h Harness) expect(t *testing.T, j Job, state string, exit int, signal stri
 	}
 }
 
-// wrapperPID reads the wrapper's PID from the job's record.
-func (h Harness) wrapperPID(t *testing.T, id string) int {
+// wrapperPID reads the wrapper's PID and host from the job's record.
+func (h Harness) wrapperPID(t *testing.T, id string) (int, string) {
 	t.Helper()
-	pid := h.wrapperPIDIfAny(t, id)
+	pid, host := h.wrapperPIDIfAny(t, id)
 	if pid <= 0 {
 		t.Fatalf("the record of %s has no wrapper_pid", id)
 	}
+	return pid, host
+}
+
+func (h Harness) wrapperPIDOrZero(t *testing.T, id string) int {
+	pid, _ := h.wrapperPIDIfAny(t, id)
 	return pid
 }
 
@@ -332,24 +348,25 @@ func marker(t *testing.T, stateDir, id, kind string) time.Time {
 }
 
 // wrapperPIDIfAny is the record's wrapper PID, 0 when no wrapper took the
-// job.
-func (h Harness) wrapperPIDIfAny(t *testing.T, id string) int {
+// job, and the host it runs on.
+func (h Harness) wrapperPIDIfAny(t *testing.T, id string) (int, string) {
 	t.Helper()
 	b, err := os.ReadFile(filepath.Join(h.StateDir, "jobs", id+".json"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	var r struct {
-		WrapperPID int `json:"wrapper_pid"`
+		WrapperPID int    `json:"wrapper_pid"`
+		Host       string `json:"host"`
 	}
 	_ = json.Unmarshal(b, &r)
-	return r.WrapperPID
+	return r.WrapperPID, r.Host
 }
 
 // alive tells whether pid still runs (a zombie does not).
-func (h Harness) alive(pid int) bool {
+func (h Harness) alive(host string, pid int) bool {
 	if h.Kill != nil {
-		return h.Kill(pid, 0) == nil
+		return h.Kill(host, pid, 0) == nil
 	}
 	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
 	if err != nil {

@@ -554,7 +554,8 @@ final class Client
      * waiting while neither the wrapper nor the job's process lives (PID and start time compared
      * in /proc, so a recycled PID does not count) ends as its end marker says, else "lost". A
      * queued job stays as recorded (PHP cannot ask the backend). When /proc cannot be read
-     * (open_basedir, hidepid), the record is believed as it is.
+     * (open_basedir, hidepid), or the job runs on another host (a Slurm node: this machine's
+     * /proc knows nothing of its PIDs), the record is believed as it is, and its end marker.
      *
      * @param array<string, mixed> $rec
      *
@@ -565,6 +566,11 @@ final class Client
         $state = $rec['state'] ?? '';
         if (($state !== 'running' && $state !== 'waiting') || !@is_readable('/proc/self/stat')) {
             return $rec;
+        }
+        $host = $rec['host'] ?? null;
+        if (is_string($host) && $host !== '' && $host !== self::hostname()) {
+            $end = $this->findEnd($rec);
+            return $end === null ? $rec : self::applyEnd($rec, $end);
         }
         $boot = (string) ($rec['boot_id'] ?? '');
         if (self::alive($rec['wrapper_pid'] ?? 0, $rec['wrapper_start'] ?? 0, $boot)
@@ -583,6 +589,26 @@ final class Client
             $rec['state'] = 'lost';
             return $rec;
         }
+        return self::applyEnd($rec, $end);
+    }
+
+    /** This machine's name as cmesh-run records it (characters other than [A-Za-z0-9._-] as _). */
+    private static function hostname(): string
+    {
+        $h = (string) gethostname();
+        return substr((string) preg_replace('/[^A-Za-z0-9._-]/', '_', $h), 0, 64);
+    }
+
+    /**
+     * The record with what its end marker decides.
+     *
+     * @param array<string, mixed> $rec
+     * @param array<string, mixed> $end
+     *
+     * @return array<string, mixed>
+     */
+    private static function applyEnd(array $rec, array $end): array
+    {
         $rec['exit_code'] = $end['exit'];
         unset($rec['signal']);
         if ($end['signal'] !== '') {

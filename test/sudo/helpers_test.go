@@ -517,6 +517,7 @@ try {
         'schedule' => $client->schedule([], $req['options'] ?? []),
         'status' => $client->status($id),
         'log' => $client->log($id, (int) ($req['offset'] ?? 0)),
+        'wait' => $client->wait($id, isset($req['timeout']) ? (float) $req['timeout'] : null),
     };
     $out['ok'] = true;
 } catch (CmeshRunException $e) {

@@ -133,6 +133,7 @@ func TestRunAsAndLockDown(t *testing.T) {
 	t.Run("status and list escape control characters", func(t *testing.T) { testControlChars(t, w, l) })
 	t.Run("root's jobs: 0600 unless root_jobs_readable", func(t *testing.T) { testRootJobFiles(t, w, l) })
 	t.Run("rerun and queue control under sudo", func(t *testing.T) { testJobSystemUnderSudo(t, w, first) })
+	t.Run("a Slurm job from PHP-FPM through sudo with a profile", func(t *testing.T) { testSlurmUnderSudo(t, w) })
 	t.Run("every audit line is at most 4096 bytes", func(t *testing.T) { testAuditLinesBounded(t, w) })
 	t.Logf("test body took %v", time.Since(start).Round(time.Millisecond))
 }

@@ -174,7 +174,7 @@ func TestSystemdBackend(t *testing.T) {
 				r := c.cmeshIn(rootState, "root", args...)
 				return r.code, r.out, r.err
 			},
-			Kill: func(pid int, sig syscall.Signal) error {
+			Kill: func(_ string, pid int, sig syscall.Signal) error {
 				_, _, err := c.run(10*time.Second, "kill", "-"+strconv.Itoa(int(sig)), "--", strconv.Itoa(pid))
 				return err
 			},
