@@ -52,6 +52,9 @@ type Config struct {
 	Env               map[string]string  `toml:"env"`
 	Profiles          map[string]Profile `toml:"profiles"`
 	Slurm             backend.Cluster    `toml:"slurm"`
+	OnFinish          []string           `toml:"on_finish"`
+	OnFailure         []string           `toml:"on_failure"`
+	HookTimeout       Duration           `toml:"hook_timeout"`
 
 	File string `toml:"-"` // where it was read from, "" for none
 }
@@ -144,6 +147,53 @@ type Profile struct {
 	Env      map[string]string `toml:"env"`
 	AllowEnv []string          `toml:"allow_env"`
 	Queue    string            `toml:"queue"`
+	// A profile's hooks replace the config's.
+	OnFinish    []string `toml:"on_finish"`
+	OnFailure   []string `toml:"on_failure"`
+	HookTimeout Duration `toml:"hook_timeout"`
+}
+
+// DefaultHookTimeout is how long a hook may run before its whole tree is
+// killed, unless the config says otherwise.
+const DefaultHookTimeout = 30 * time.Second
+
+// Hooks are the programs to run when a job ends: OnFinish after every
+// end, OnFailure instead after a failed, timed out or lost one; each an
+// argv, never a shell string.
+type Hooks struct {
+	OnFinish, OnFailure []string
+	Timeout             time.Duration
+}
+
+// HooksFor returns the hooks of a job of profile ("" for none): the
+// profile's own where it names them, else the config's.
+func (c *Config) HooksFor(profile string) Hooks {
+	h := Hooks{OnFinish: c.OnFinish, OnFailure: c.OnFailure, Timeout: c.HookTimeout.Duration}
+	if p, ok := c.Profiles[profile]; ok && profile != "" {
+		if len(p.OnFinish) > 0 {
+			h.OnFinish = p.OnFinish
+		}
+		if len(p.OnFailure) > 0 {
+			h.OnFailure = p.OnFailure
+		}
+		if p.HookTimeout.Duration > 0 {
+			h.Timeout = p.HookTimeout.Duration
+		}
+	}
+	if h.Timeout <= 0 {
+		h.Timeout = DefaultHookTimeout
+	}
+	return h
+}
+
+func checkHook(key string, argv []string, data []byte) error {
+	if argv == nil {
+		return nil
+	}
+	if len(argv) == 0 || !strings.HasPrefix(argv[0], "/") {
+		return fmt.Errorf("line %d: key %q: must be an argv whose first word is a program's absolute path (not a shell string)", lineOf(data, key), key)
+	}
+	return nil
 }
 
 // The patterns are compiled on first use, not at start: most commands load no
@@ -289,6 +339,22 @@ func Parse(data []byte, c *Config) error {
 	}
 	if err := checkSlurm(c.Slurm, data); err != nil {
 		return err
+	}
+	for _, h := range []struct {
+		key  string
+		argv []string
+	}{{"on_finish", c.OnFinish}, {"on_failure", c.OnFailure}} {
+		if err := checkHook(h.key, h.argv, data); err != nil {
+			return err
+		}
+	}
+	for name, p := range c.Profiles {
+		if err := checkHook("profiles."+name+".on_finish", p.OnFinish, data); err != nil {
+			return err
+		}
+		if err := checkHook("profiles."+name+".on_failure", p.OnFailure, data); err != nil {
+			return err
+		}
 	}
 	for _, p := range []struct{ key, v string }{{"workdir", c.Workdir}, {"state_dir", c.StateDir}, {"audit_log", c.AuditLog}, {"slurm.conf", c.Slurm.Conf}} {
 		if p.v != "" && !strings.HasPrefix(p.v, "/") {

@@ -25,6 +25,10 @@ func TestParseErrorsNameLineAndKey(t *testing.T) {
 		{"[slurm]\noptions = [\"cpus=2\"]\n", `not an sbatch option`},
 		{"[slurm]\npartition = \"a b\"\n", `key "slurm.partition"`},
 		{"[slurm]\nconf = \"slurm.conf\"\n", `key "slurm.conf": must be an absolute path`},
+		// Hooks are argvs of programs by absolute path, never shell strings.
+		{"on_finish = [\"curl\", \"-d\", \"x\"]\n", `line 1: key "on_finish": must be an argv`},
+		{"on_failure = \"mail -s x root\"\n", `line 1`},
+		{"[profiles.x]\ncommand = [\"/bin/true\"]\non_failure = [\"\"]\n", `key "profiles.x.on_failure"`},
 	} {
 		var cfg Config
 		err := Parse([]byte(c.in), &cfg)
@@ -42,6 +46,27 @@ func TestParseSlurm(t *testing.T) {
 	}
 	if cfg.Slurm.Partition != "build" || cfg.Slurm.Account != "web" || len(cfg.Slurm.Options) != 2 || cfg.Slurm.Conf != "/etc/slurm/slurm.conf" {
 		t.Errorf("[slurm]: %+v", cfg.Slurm)
+	}
+}
+
+func TestHooksFor(t *testing.T) {
+	var cfg Config
+	in := "on_finish = [\"/bin/a\"]\non_failure = [\"/bin/b\"]\nhook_timeout = \"5s\"\n" +
+		"[profiles.p]\ncommand = [\"/bin/true\"]\non_finish = [\"/bin/c\", \"x\"]\n[profiles.q]\ncommand = [\"/bin/true\"]\nhook_timeout = \"1m\"\n"
+	if err := Parse([]byte(in), &cfg); err != nil {
+		t.Fatal(err)
+	}
+	if h := cfg.HooksFor(""); h.OnFinish[0] != "/bin/a" || h.OnFailure[0] != "/bin/b" || h.Timeout != 5*time.Second {
+		t.Errorf("no profile: %+v", h)
+	}
+	if h := cfg.HooksFor("p"); h.OnFinish[0] != "/bin/c" || h.OnFailure[0] != "/bin/b" {
+		t.Errorf("profile p: %+v, want its own on_finish and the config's on_failure", h)
+	}
+	if h := cfg.HooksFor("q"); h.OnFinish[0] != "/bin/a" || h.Timeout != time.Minute {
+		t.Errorf("profile q: %+v", h)
+	}
+	if h := (&Config{}).HooksFor(""); h.OnFinish != nil || h.Timeout != DefaultHookTimeout {
+		t.Errorf("empty config: %+v", h)
 	}
 }
 

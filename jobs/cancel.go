@@ -58,6 +58,10 @@ func (s *Service) stop(st *status.Store, rec *status.Record, grace time.Duration
 			// A wrapper holding the job until its start time: let it go.
 			_ = syscall.Kill(rec.WrapperPID, syscall.SIGUSR1)
 		}
+		if err == nil {
+			// No wrapper will end it: its hook is the canceler's to start.
+			s.endedHook(st, rec.ID)
+		}
 		return err
 	case status.WrapperLive(rec, s.Probe()):
 		rec.Cancel = &status.CancelRequest{At: time.Now().UTC(), By: who.Name, Grace: grace}
@@ -79,7 +83,6 @@ func (s *Service) stop(st *status.Store, rec *status.Record, grace time.Duration
 		// The wrapper is gone (killed, or the machine restarted): stop what
 		// is left of the job here, or through its scheduler when it ran on
 		// another host, and write its end.
-		defer status.Unlock(lock)
 		if !rec.Local() {
 			if sb, ok := s.stopper(rec, who); ok {
 				_ = sb.Kill(*rec.BackendRef)
@@ -87,7 +90,12 @@ func (s *Service) stop(st *status.Store, rec *status.Record, grace time.Duration
 		} else if p := rec.PID; p != nil && proc.Alive(*p, rec.PIDStart, rec.BootID) {
 			proc.KillTree(*p, grace)
 		}
-		return s.endCanceled(st, rec)
+		err := s.endCanceled(st, rec)
+		status.Unlock(lock)
+		if err == nil {
+			s.endedHook(st, rec.ID)
+		}
+		return err
 	}
 }
 

@@ -3,9 +3,14 @@ package jobs
 import (
 	"bufio"
 	"encoding/json"
+	"errors"
 	"io"
+	"io/fs"
+	"os"
+	"syscall"
 	"unicode/utf8"
 
+	"github.com/cmesh/cmesh-run/errs"
 	"github.com/cmesh/cmesh-run/status"
 )
 
@@ -27,6 +32,9 @@ type LogChunk struct {
 	NextOffset int64        `json:"next_offset"`
 	Data       []byte       `json:"-"` // written as the string "data", see WriteJSON
 	Done       bool         `json:"done"`
+	// Progress is what the job last reported, so that one poll gets the
+	// bytes and the bar; nil: none.
+	Progress *status.Progress `json:"progress,omitempty"`
 }
 
 // Chunk reads the chunk of job j's output out that starts at offset, at
@@ -53,7 +61,7 @@ func Chunk(j status.Job, out *status.Output, offset, limit int64, raw bool) (Log
 		data, next = data[:len(data)-k], next-int64(k)
 	}
 	return LogChunk{ID: j.ID, State: j.State, Offset: offset, NextOffset: next, Data: data,
-		Done: j.State.Finished() && next >= size}, nil
+		Done: j.State.Finished() && next >= size, Progress: j.Progress}, nil
 }
 
 // partialRune returns how many bytes at the end of b begin a UTF-8
@@ -117,6 +125,9 @@ func (c LogChunk) WriteJSON(w io.Writer) error {
 	bw.WriteString(`,"data":`)
 	writeJSONString(bw, c.Data)
 	field(`,"done":`, c.Done)
+	if c.Progress != nil {
+		field(`,"progress":`, c.Progress)
+	}
 	bw.WriteString("}\n")
 	return bw.Flush()
 }
@@ -175,4 +186,27 @@ func writeJSONString(w *bufio.Writer, b []byte) {
 		i += size
 	}
 	w.WriteByte('"')
+}
+
+// CopyHook writes the output of job j's hook: nothing when it has none
+// yet. The hook may still be running: what it wrote so far.
+func CopyHook(w io.Writer, st *status.Store, j status.Job) error {
+	// The job's user owns the folder: a link planted there is not followed.
+	f, err := os.OpenFile(st.HookPath(j.ID), os.O_RDONLY|syscall.O_NOFOLLOW|syscall.O_NONBLOCK, 0)
+	if errors.Is(err, fs.ErrNotExist) {
+		if j.Hook == nil {
+			return errs.Errorf(errs.NotFound, "job %s has no hook output: no hook ran for it", j.ID).
+				WithHint("hooks come from the config's on_finish and on_failure (see the man page)")
+		}
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	if fi, err := f.Stat(); err != nil || !fi.Mode().IsRegular() {
+		return errs.Errorf(errs.Internal, "job %s: its hook output is not a regular file", j.ID).WithHint("remove %s", st.HookPath(j.ID))
+	}
+	_, err = io.Copy(w, f)
+	return err
 }

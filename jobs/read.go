@@ -30,7 +30,7 @@ func (s *Service) Get(id string) (status.Job, *status.Record, error) {
 	if err != nil {
 		return status.Job{}, nil, err
 	}
-	return st.Derive(rec, s.Probe()), rec, nil
+	return s.derive(st, rec, s.Probe()), rec, nil
 }
 
 // Overview returns unfinished jobs and the latest finished ones, newest
@@ -132,7 +132,7 @@ func (s *Service) load(st *status.Store, id string, probe status.Probe) (status.
 		}
 		return status.Job{}, false
 	}
-	return st.Derive(rec, probe), true
+	return s.derive(st, rec, probe), true
 }
 
 // Wait blocks until job id has finished and returns it; ok is false when

@@ -64,9 +64,14 @@ func (s *Service) Work(p *Spool, stop <-chan os.Signal, poll time.Duration) {
 	tick := time.NewTicker(poll)
 	defer tick.Stop()
 	s.Log.WithField("spool", p.Dir).Info("worker started")
+	var swept time.Time
 	for {
 		if err := s.DrainOnce(p); err != nil {
 			s.Log.Warnf("worker: %v", err)
+		}
+		if time.Since(swept) > sweepEvery {
+			s.SweepEnded()
+			swept = time.Now()
 		}
 		select {
 		case <-stop:
@@ -75,6 +80,31 @@ func (s *Service) Work(p *Spool, stop <-chan os.Signal, poll time.Duration) {
 		case <-wake:
 		case <-tick.C:
 		}
+	}
+}
+
+// sweepEvery is how often the worker looks at the unfinished jobs for one
+// that ended without its wrapper (lost), whose hook it then starts.
+const sweepEvery = 5 * time.Second
+
+// SweepEnded derives every unfinished job once, as status would: the
+// hooks of those found lost start (endedHook). Without hooks it reads
+// nothing.
+func (s *Service) SweepEnded() {
+	if !s.hasHooks() {
+		return
+	}
+	st, err := s.Store(false)
+	if err != nil {
+		return
+	}
+	ids, err := st.ActiveIDs()
+	if err != nil {
+		return
+	}
+	probe := s.Probe()
+	for _, id := range ids {
+		s.load(st, id, probe)
 	}
 }
 

@@ -93,6 +93,10 @@ func (s *Service) Submit(sub policy.Submission) (*status.Record, bool, error) {
 		rec.Timeout = status.Ptr(sub.Control.Timeout.String())
 	}
 	spec := sub.Control
+	hooks := s.Cfg.HooksFor(sub.ProfileName)
+	if len(hooks.OnFinish) > 0 || len(hooks.OnFailure) > 0 {
+		spec.OnFinish, spec.OnFailure, spec.HookTimeout = hooks.OnFinish, hooks.OnFailure, hooks.Timeout
+	}
 	if rec.NotBefore != nil {
 		spec.NotBefore = *rec.NotBefore
 	}
@@ -250,6 +254,9 @@ func (s *Service) jobEnv(r *status.Record, who Caller, extra []string, inherit b
 	set("LANG=" + s.Cfg.Lang)
 	set("CMESH_RUN_JOB_ID=" + r.ID)
 	set("CMESH_RUN_JOB_NAME=" + r.NameOrEmpty())
+	if s.st != nil {
+		set("CMESH_RUN_PROGRESS=" + s.st.ProgressPath(r.ID))
+	}
 	cfgKeys := make([]string, 0, len(s.Cfg.Env))
 	for k := range s.Cfg.Env {
 		cfgKeys = append(cfgKeys, k)

@@ -45,7 +45,7 @@ func CheckCommand(name string, fileArgs bool, m Mode) error {
 		return nil
 	}
 	switch name {
-	case "_wrap", "_exec", "_man":
+	case "_wrap", "_exec", "_man", "_hook":
 		return Deny("%s is cmesh-run's own command and is refused under sudo", name).
 			WithHint("backends run it; no caller ever needs to")
 	case "worker", "drain":

@@ -123,7 +123,7 @@ func TestCheckCommand(t *testing.T) {
 		mode   Mode
 		denied bool
 	}{
-		{"_wrap", false, sudo, true}, {"_exec", false, sudo, true}, {"_man", false, sudo, true},
+		{"_wrap", false, sudo, true}, {"_exec", false, sudo, true}, {"_man", false, sudo, true}, {"_hook", false, sudo, true},
 		{"_wrap", false, root, true}, {"worker", false, sudo, true}, {"drain", false, sudo, true},
 		{"worker", false, root, true}, {"setup", false, sudo, true}, {"setup", false, root, false},
 		{"config check", true, sudo, true}, {"config check", false, sudo, false}, {"doctor", true, sudo, true},

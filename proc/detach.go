@@ -58,7 +58,12 @@ func CloseInheritedNow() {
 // group, and returns sh's PID, which becomes the wrapper's. It returns
 // once sh has the whole script (it reads all of it, here-document
 // included, before it execs the wrapper), without waiting for the job.
-func Detach(script []byte) (int, error) {
+func Detach(script []byte) (int, error) { return DetachAs(script, nil) }
+
+// DetachAs is Detach with sh (and so the script) running with cred's
+// uid and gid, nil for the caller's own: a root reader that starts a
+// job's hook starts it as the job's user.
+func DetachAs(script []byte, cred *syscall.Credential) (int, error) {
 	CloseInherited()
 	null, err := os.OpenFile(os.DevNull, os.O_RDWR, 0)
 	if err != nil {
@@ -71,7 +76,7 @@ func Detach(script []byte) (int, error) {
 	}
 	pid, err := Spawn("/bin/sh", []string{"sh", "-s"},
 		[]string{"PATH=" + CleanPath},
-		"/", []*os.File{r, null, null}, &syscall.SysProcAttr{Setsid: true})
+		"/", []*os.File{r, null, null}, &syscall.SysProcAttr{Setsid: true, Credential: cred})
 	r.Close()
 	if err != nil {
 		w.Close()

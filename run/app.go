@@ -91,6 +91,7 @@ func newApp(stdout, stderr io.Writer) (*app, *cli.App) {
 			a.newVersionCommand(),
 			a.newWrapCommand(),
 			a.newExecCommand(),
+			a.newHookCommand(),
 			a.newManCommand(),
 		},
 	}

@@ -7,6 +7,9 @@ import (
 
 	"github.com/urfave/cli/v2"
 
+	"github.com/cmesh/cmesh-run/config"
+	"github.com/cmesh/cmesh-run/errs"
+	"github.com/cmesh/cmesh-run/jobs"
 	"github.com/cmesh/cmesh-run/status"
 	"github.com/cmesh/cmesh-run/wrapper"
 )
@@ -32,6 +35,32 @@ func (a *app) newWrapCommand() *cli.Command {
 				return exitError(code)
 			}
 			return nil
+		},
+	}
+}
+
+func (a *app) newHookCommand() *cli.Command {
+	return &cli.Command{
+		Name:      "_hook",
+		Hidden:    true,
+		Usage:     "run the claimed hook of a job that ended without its wrapper (a reader starts this)",
+		ArgsUsage: "-- PROGRAM [ARG...]",
+		Flags: []cli.Flag{
+			&cli.StringFlag{Name: "state-dir", Required: true},
+			&cli.StringFlag{Name: "id", Required: true},
+			&cli.DurationFlag{Name: "timeout", Value: config.DefaultHookTimeout},
+			&cli.StringFlag{Name: "path", Value: config.DefaultJobPath},
+			&cli.StringFlag{Name: "lang", Value: "C.UTF-8"},
+		},
+		Action: func(c *cli.Context) error {
+			id := c.String("id")
+			if err := status.CheckID(id); err != nil {
+				return err
+			}
+			if c.NArg() == 0 {
+				return errs.Errorf(errs.Usage, "_hook needs the hook's argv after --")
+			}
+			return jobs.RunHook(c.String("state-dir"), id, c.Args().Slice(), c.Duration("timeout"), c.String("path"), c.String("lang"))
 		},
 	}
 }

@@ -28,8 +28,9 @@ func (a *app) newLogCommand() *cli.Command {
 			&cli.BoolFlag{Name: "follow", Aliases: []string{"f"}, Usage: "keep printing until the job has finished; then its result (state, exit code, duration) goes to stderr"},
 			&cli.Int64Flag{Name: "offset", Usage: "start at byte `BYTES` of the output file"},
 			&cli.Int64Flag{Name: "limit", Usage: "print at most `BYTES` bytes", DefaultText: "all; with --json 1 MiB, and never more than 4 MiB"},
-			&cli.BoolFlag{Name: "json", Usage: `print {"id","state","offset","next_offset","data","done"}`},
+			&cli.BoolFlag{Name: "json", Usage: `print {"id","state","offset","next_offset","data","done"}, and "progress" when the job reports it`},
 			&cli.BoolFlag{Name: "raw", Usage: "keep the markers"},
+			&cli.BoolFlag{Name: "hook", Usage: "print the output of the job's hook (on_finish or on_failure) instead"},
 		},
 		Action: a.runLog,
 	}
@@ -60,6 +61,13 @@ func (a *app) runLog(c *cli.Context) error {
 		return err
 	}
 	st, _ := a.svc.Store(false)
+	if c.Bool("hook") {
+		if c.IsSet("offset") || c.IsSet("limit") || c.IsSet("tail") || a.jsonOut || c.Bool("follow") || c.Bool("raw") {
+			return errs.Errorf(errs.Usage, "--hook prints the hook's whole output and takes no other option").
+				WithHint("cmesh-run log --hook ID")
+		}
+		return jobs.CopyHook(a.stdout, st, j)
+	}
 	out, err := status.OpenOutput(st.OutputPath(rec.ID), rec.Nonce)
 	if err != nil {
 		return err

@@ -104,6 +104,24 @@ func printJob(w io.Writer, j status.Job) error {
 	if j.Reason != nil {
 		lines = append(lines, [2]string{"reason", *j.Reason})
 	}
+	if p := j.Progress; p != nil {
+		v := fmt.Sprintf("%d/%d (%d%%)", p.Done, p.Total, p.Done*100/p.Total)
+		if p.Message != "" {
+			v += " " + p.Message
+		}
+		lines = append(lines, [2]string{"progress", v})
+	}
+	if h := j.Hook; h != nil {
+		v := h.Argv0 + " started " + fmtTime(&h.StartedAt)
+		if h.FinishedAt != nil {
+			v = h.Argv0 + " exit " + fmtInt(h.ExitCode)
+			if h.TimedOut {
+				v += " (timed out, killed)"
+			}
+			v += " at " + fmtTime(h.FinishedAt)
+		}
+		lines = append(lines, [2]string{"hook", v})
+	}
 	var b strings.Builder
 	for _, l := range lines {
 		fmt.Fprintf(&b, "%s: %s\n", l[0], backend.SafeText(l[1]))

@@ -65,7 +65,9 @@ func (a *app) runDrain(c *cli.Context) error {
 		return nil
 	}
 	defer p.Close()
-	return a.svc.DrainOnce(p)
+	err = a.svc.DrainOnce(p)
+	a.svc.SweepEnded()
+	return err
 }
 
 func (a *app) runWorker(c *cli.Context) error {

@@ -56,6 +56,14 @@ func WrapperLive(r *Record, probe Probe) bool {
 // the processes, the output file and the backend say. It writes nothing,
 // so anyone who may read the state dir may call it.
 func (s *Store) Derive(r *Record, probe Probe) Job {
+	j := s.derive(r, probe)
+	if j.State != Queued {
+		j.Progress = ReadProgress(s.ProgressPath(j.ID))
+	}
+	return j
+}
+
+func (s *Store) derive(r *Record, probe Probe) Job {
 	j := r.Job
 	j.Queue = j.QueueName()
 	switch j.State {
@@ -67,7 +75,7 @@ func (s *Store) Derive(r *Record, probe Probe) Job {
 		// before it could update the record; the record may also have been
 		// updated since we read it.
 		if fresh, err := s.Load(j.ID); err == nil && fresh.State != j.State {
-			return s.Derive(fresh, probe)
+			return s.derive(fresh, probe)
 		}
 		if m := s.findEnd(r); m != nil {
 			ApplyEnd(&j, *m)
@@ -90,7 +98,7 @@ func (s *Store) Derive(r *Record, probe Probe) Job {
 		}
 		// Gone from the queue: either it started (re-read) or it never will.
 		if fresh, err := s.Load(j.ID); err == nil && fresh.State != Queued {
-			return s.Derive(fresh, probe)
+			return s.derive(fresh, probe)
 		}
 		s.backendEnd(&j, r, probe)
 	}

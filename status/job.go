@@ -69,6 +69,22 @@ type Job struct {
 	NotBefore *time.Time `json:"not_before"`          // not started before then, or null
 	RerunOf   *string    `json:"rerun_of"`            // the job this one reruns, or null
 	Reason    *string    `json:"reason"`              // why it waits, or why it ended without running
+	// Hooks and progress.
+	Hook     *HookRun  `json:"hook,omitempty"`     // the job's hook, once one started
+	Progress *Progress `json:"progress,omitempty"` // what the job last said of how far it got
+}
+
+// HookRun is the outcome of a job's hook (on_finish or on_failure): set
+// when it starts, so that it never starts twice; ExitCode and FinishedAt
+// once it has ended (128+N when signal N ended it, its timeout's SIGKILL
+// too).
+type HookRun struct {
+	Argv0      string     `json:"program"`
+	StartedAt  time.Time  `json:"started_at"`
+	ExitCode   *int       `json:"exit_code"`
+	Signal     string     `json:"signal,omitempty"`
+	TimedOut   bool       `json:"timed_out,omitempty"`
+	FinishedAt *time.Time `json:"finished_at"`
 }
 
 // Record is what the store keeps for a job: the public object plus what

@@ -42,6 +42,10 @@ type Spec struct {
 	After      []string  // jobs that must finish first
 	AfterAny   bool      // whatever they ended as
 	NotBefore  time.Time // not started before then (zero: at once)
+	// Hooks: what the wrapper runs once the job has ended (OnFailure
+	// instead of OnFinish after a failure), from the config only.
+	OnFinish, OnFailure []string
+	HookTimeout         time.Duration
 	// Quotas for backends that can enforce them (systemd); the wrapper
 	// itself does not read them.
 	MemoryMax string
@@ -91,6 +95,13 @@ func (s Spec) Encode() []byte {
 	for _, l := range s.Limits {
 		fmt.Fprintf(&b, "rlimit %s\n", strconv.Quote(l.Name+"="+strconv.FormatUint(l.Value, 10)))
 	}
+	for _, a := range s.OnFinish {
+		fmt.Fprintf(&b, "on_finish %s\n", strconv.Quote(a))
+	}
+	for _, a := range s.OnFailure {
+		fmt.Fprintf(&b, "on_failure %s\n", strconv.Quote(a))
+	}
+	num("hook_timeout", int64(s.HookTimeout))
 	return []byte(b.String())
 }
 
@@ -118,7 +129,11 @@ func DecodeSpec(r io.Reader) (Spec, error) {
 			s.Workdir = v
 		case "env":
 			s.Env = append(s.Env, v)
-		case "timeout", "grace", "retries", "retry_delay", "nice", "slots":
+		case "on_finish":
+			s.OnFinish = append(s.OnFinish, v)
+		case "on_failure":
+			s.OnFailure = append(s.OnFailure, v)
+		case "timeout", "grace", "retries", "retry_delay", "nice", "slots", "hook_timeout":
 			x, err := strconv.ParseInt(v, 10, 64)
 			if err != nil {
 				return s, fmt.Errorf("job spec line %d: %s: %v", n, key, err)
@@ -136,6 +151,8 @@ func DecodeSpec(r io.Reader) (Spec, error) {
 				s.Nice = int(x)
 			case "slots":
 				s.Slots = int(x)
+			case "hook_timeout":
+				s.HookTimeout = time.Duration(x)
 			}
 		case "queue":
 			s.Queue = v

@@ -142,6 +142,36 @@ func (s *Store) OpenAppend(id string) (*os.File, error) {
 	return openNoFollow(s.OutputPath(id), os.O_WRONLY|os.O_APPEND, 0)
 }
 
+// OpenHook opens the output file of job id's hook for appending, made
+// with the mode of the job's output when it is new.
+func (s *Store) OpenHook(id string) (*os.File, error) {
+	mode := s.outputMode(id)
+	f, err := openNoFollow(s.HookPath(id), os.O_WRONLY|os.O_APPEND|os.O_CREATE, mode)
+	if err == nil {
+		_ = f.Chmod(mode) // past the umask, as the output's
+	}
+	return f, err
+}
+
+// CreateProgress makes job id's progress file, empty, with the mode of its
+// output, for the job to write; one that exists is left as it is.
+func (s *Store) CreateProgress(id string) error {
+	mode := s.outputMode(id)
+	f, err := openNoFollow(s.ProgressPath(id), os.O_WRONLY|os.O_CREATE|syscall.O_NONBLOCK, mode)
+	if err != nil {
+		return err
+	}
+	_ = f.Chmod(mode)
+	return f.Close()
+}
+
+func (s *Store) outputMode(id string) os.FileMode {
+	if st, err := os.Lstat(s.OutputPath(id)); err == nil {
+		return st.Mode().Perm()
+	}
+	return fileMode
+}
+
 func notFound(id string) error {
 	return errs.Errorf(errs.NotFound, "no job %s", id).WithHint("list the jobs with: cmesh-run list")
 }
@@ -278,10 +308,17 @@ func (s *Store) mark(dir, name string) error {
 	return unix.Close(f)
 }
 
+// HookPath is where the output of job id's hook goes, apart from the job's.
+func (s *Store) HookPath(id string) string { return filepath.Join(s.jobsDir(), id+".hook") }
+
+// ProgressPath is the file job id may report its progress in
+// ($CMESH_RUN_PROGRESS).
+func (s *Store) ProgressPath(id string) string { return filepath.Join(s.jobsDir(), id+".progress") }
+
 // Remove deletes every file of job id.
 func (s *Store) Remove(id string) error {
 	var first error
-	for _, p := range []string{s.RecordPath(id), s.OutputPath(id), filepath.Join(s.activeDir(), id), filepath.Join(s.recentDir(), id), s.rerunEnvPath(id)} {
+	for _, p := range []string{s.RecordPath(id), s.OutputPath(id), filepath.Join(s.activeDir(), id), filepath.Join(s.recentDir(), id), s.rerunEnvPath(id), s.HookPath(id), s.ProgressPath(id)} {
 		if err := os.Remove(p); err != nil && !errors.Is(err, fs.ErrNotExist) && first == nil {
 			first = err
 		}

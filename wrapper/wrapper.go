@@ -32,6 +32,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/cmesh/cmesh-run/hooks"
 	"github.com/cmesh/cmesh-run/proc"
 	"github.com/cmesh/cmesh-run/spool"
 	"github.com/cmesh/cmesh-run/status"
@@ -66,8 +67,14 @@ func Run(stateDir, id string, argv []string, stdin io.Reader) int {
 		return fail(err)
 	}
 	w := &wrap{st: st, id: id, argv: argv, spec: spec, sigs: sigs, chld: chld}
-	defer func() { status.Unlock(w.slot) }()
-	return w.run()
+	code := w.run()
+	// The queue's next job need not wait for this one's hook.
+	status.Unlock(w.slot)
+	w.slot = nil
+	if w.endJob != nil {
+		w.hook(*w.endJob)
+	}
+	return code
 }
 
 type wrap struct {
@@ -82,6 +89,8 @@ type wrap struct {
 	// queued is the backends' probe of older queued jobs, made at queuedAt.
 	queued   status.Probe
 	queuedAt time.Time
+	// endJob is the job as finish recorded it: its hook's input.
+	endJob *status.Job
 }
 
 // relock takes the job's lock and reads its record under it.
@@ -176,6 +185,9 @@ func (w *wrap) run() int {
 	rec.WrapperStart, _ = proc.ProcStart(rec.WrapperPID)
 	rec.BootID = proc.BootID()
 	rec.Host = status.Ptr(proc.Hostname())
+	// The job's progress file, made as the job's user with its output's
+	// mode, so that readers in the state dir's group can read it.
+	_ = w.st.CreateProgress(w.id)
 
 	// Before the job's first attempt: its start time, the jobs it waits
 	// for, its queue (paused, or all slots taken). Each wait lets the
@@ -411,6 +423,30 @@ func (w *wrap) finish(lock *os.File, rec *status.Record, oc outcome) {
 		return
 	}
 	_ = w.st.SetActive(w.id, false)
+	j := rec.Public()
+	w.endJob = &j
+}
+
+// hook runs the job's hook, if the config gave it one, once: claimed in
+// the record first, so that neither a wrapper killed on the way nor a
+// reader that later finds the job ended runs it again.
+func (w *wrap) hook(j status.Job) {
+	argv := hooks.For(w.spec.OnFinish, w.spec.OnFailure, j.State)
+	if len(argv) == 0 {
+		return
+	}
+	rec, ok, err := hooks.Claim(w.st, w.id, argv[0])
+	if err != nil || !ok {
+		return
+	}
+	j = w.st.Derive(rec, nil)
+	timeout := w.spec.HookTimeout
+	if timeout <= 0 {
+		timeout = 30 * time.Second
+	}
+	if err := hooks.Exec(w.st, j, argv, hooks.Env(w.spec.Env, j), timeout); err != nil {
+		fmt.Fprintf(os.Stderr, "cmesh-run: wrapper: hook: %v\n", err)
+	}
 }
 
 // startExec launches `cmesh-run _exec`, held on a pipe until release

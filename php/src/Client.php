@@ -199,7 +199,7 @@ final class Client
     public function status(string $id): array
     {
         if ($this->spool) {
-            return self::publicJob($this->derive($this->loadRecord(self::id($id))));
+            return $this->withProgress(self::publicJob($this->derive($this->loadRecord(self::id($id)))));
         }
         return $this->json(['status', '--json', self::id($id)]);
     }
@@ -715,7 +715,7 @@ final class Client
             $data = substr($data, 0, -$k);
             $next -= $k;
         }
-        return [
+        $chunk = [
             'id' => $id,
             'state' => $job['state'] ?? '',
             'offset' => $offset,
@@ -723,6 +723,84 @@ final class Client
             'data' => self::validUtf8($data),
             'done' => $finished && $next >= $size,
         ];
+        $progress = $this->withProgress($job)['progress'] ?? null;
+        if ($progress !== null) {
+            $chunk['progress'] = $progress;
+        }
+        return $chunk;
+    }
+
+    /**
+     * The job with what it last reported of its progress (`DONE/TOTAL message` lines in
+     * $CMESH_RUN_PROGRESS), as cmesh-run reads it: the last well-formed line of the file's last
+     * 4 KiB; nothing for a queued job, a file that is not a regular one, or no such line.
+     *
+     * @param array<string, mixed> $job
+     *
+     * @return array<string, mixed>
+     */
+    private function withProgress(array $job): array
+    {
+        unset($job['progress']);
+        if (($job['state'] ?? 'queued') === 'queued') {
+            return $job;
+        }
+        $path = $this->stateDir . '/jobs/' . $job['id'] . '.progress';
+        if (is_link($path)) {
+            return $job;
+        }
+        $fh = @fopen($path, 'rb');
+        if ($fh === false) {
+            return $job;
+        }
+        try {
+            $st = fstat($fh);
+            if ($st === false || ($st['mode'] & 0170000) !== 0100000 || $st['size'] === 0) {
+                return $job;
+            }
+            $from = max(0, $st['size'] - 4096);
+            fseek($fh, $from);
+            $lines = explode("\n", (string) fread($fh, $st['size'] - $from));
+            if ($from > 0) {
+                array_shift($lines);
+            }
+            foreach (array_reverse($lines) as $line) {
+                $p = self::parseProgress($line);
+                if ($p !== null) {
+                    $job['progress'] = $p + ['updated_at' => gmdate('Y-m-d\TH:i:s\Z', $st['mtime'])];
+                    break;
+                }
+            }
+        } finally {
+            fclose($fh);
+        }
+        return $job;
+    }
+
+    /** @return array{done: int, total: int, message: string}|null one `DONE/TOTAL message` line */
+    private static function parseProgress(string $line): ?array
+    {
+        $line = rtrim($line, "\r");
+        $parts = explode(' ', $line, 2);
+        if (preg_match('/^([0-9]{1,18})\/([0-9]{1,18})$/D', $parts[0], $m) !== 1) {
+            return null;
+        }
+        [$done, $total] = [(int) $m[1], (int) $m[2]];
+        $msg = trim($parts[1] ?? '', " \t\n\v\f\r");
+        if ($total <= 0 || $done > $total || preg_match('//u', $msg) !== 1) {
+            return null;
+        }
+        if (strlen($msg) > 200) {
+            $cut = 200;
+            while ($cut > 0 && (ord($msg[$cut]) & 0xC0) === 0x80) {
+                $cut--;
+            }
+            $msg = substr($msg, 0, $cut);
+        }
+        if (preg_match('/[\x00-\x1f\x7f]/', $msg) === 1) {
+            return null;
+        }
+        return ['done' => $done, 'total' => $total, 'message' => $msg];
     }
 
     /**

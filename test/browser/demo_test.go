@@ -89,11 +89,18 @@ func TestDemoInBrowser(t *testing.T) {
 		}
 		t.Logf("live: poll %d showed %d lines, poll %d showed %d lines, state %s",
 			p1.Polls, lineCount(p1.Log), p2.Polls, lineCount(p2.Log), p2.State)
+		// The build reports its progress: the bar shows, and grows while it runs.
+		b1 := b.waitPage(10*time.Second, "the progress bar", func(p page) bool { return p.ProgressShown && p.State == "running" })
+		b2 := b.waitPage(10*time.Second, "the progress bar to grow", func(p page) bool { return p.Percent > b1.Percent })
+		t.Logf("progress bar: %d%% (%q), then %d%% (%q)", b1.Percent, b1.ProgressText, b2.Percent, b2.ProgressText)
 		shots.take(t, b, "build-running")
 
 		p := b.waitPage(30*time.Second, "the build's result", func(p page) bool { return p.ResultShown })
 		if p.JobID != lastID || p.ResultState != "succeeded" || p.Exit != "0" {
 			t.Fatalf("result: job %s state %q exit %q, want job %s succeeded with exit 0\nlog:\n%s", p.JobID, p.ResultState, p.Exit, lastID, p.Log)
+		}
+		if !p.ProgressShown || p.Percent != 100 {
+			t.Errorf("the succeeded build's progress bar: shown %v at %d%% (%q), want 100%%", p.ProgressShown, p.Percent, p.ProgressText)
 		}
 		checkDuration(t, p.Duration, 0.15*buildSteps, time.Since(start).Seconds())
 		checkBuildLog(t, p.Log, buildSteps, 0)
@@ -255,6 +262,10 @@ type page struct {
 	TailShown   bool   `json:"tailShown"`
 	Tail        string `json:"tail"`
 	Error       string `json:"error"`
+	// The progress bar: shown, and its percent.
+	ProgressShown bool   `json:"progressShown"`
+	Percent       int    `json:"percent"`
+	ProgressText  string `json:"progressText"`
 }
 
 func (p page) String() string {
@@ -277,6 +288,9 @@ return {
   tailShown: !$('result-tail').hidden && !$('result').hidden,
   tail: $('tail').textContent,
   error: $('error').hidden ? '' : $('error').textContent,
+  progressShown: !$('progress').hidden,
+  percent: Number($('progress-bar').dataset.percent),
+  progressText: $('progress-text').textContent,
 };`
 
 func (s *session) page() page {

@@ -257,7 +257,7 @@ func TestCleanEnvironmentAndIsolation(t *testing.T) {
 	}
 	slices.Sort(keys)
 	// sh adds PWD itself; everything else comes from cmesh-run.
-	wantKeys := []string{"CMESH_RUN_JOB_ID", "CMESH_RUN_JOB_NAME", "EXTRA", "HOME", "LANG", "LOGNAME", "PATH", "PWD", "SHELL", "USER"}
+	wantKeys := []string{"CMESH_RUN_JOB_ID", "CMESH_RUN_JOB_NAME", "CMESH_RUN_PROGRESS", "EXTRA", "HOME", "LANG", "LOGNAME", "PATH", "PWD", "SHELL", "USER"}
 	if !slices.Equal(keys, wantKeys) {
 		t.Errorf("job environment keys %v, want %v", keys, wantKeys)
 	}

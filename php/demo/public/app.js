@@ -12,6 +12,7 @@
     build: $('build'), buildFail: $('build-fail'), cancel: $('cancel'), steps: $('steps'),
     error: $('error'), jobId: $('job-id'), state: $('state'), elapsed: $('elapsed'),
     lines: $('lines'), log: $('log'),
+    progress: $('progress'), progressBar: $('progress-bar'), progressText: $('progress-text'),
     result: $('result'), resultTitle: $('result-title'), resultState: $('result-state'),
     resultExit: $('result-exit'), resultDuration: $('result-duration'),
     resultTail: $('result-tail'), tail: $('tail'),
@@ -88,6 +89,7 @@
     history.replaceState(null, '', '#job=' + encodeURIComponent(job.id));
     ui.log.textContent = '';
     ui.log.dataset.polls = '0';
+    showProgress(null);
     ui.result.hidden = true;
     ui.jobId.textContent = job.id;
     showJob(job);
@@ -108,6 +110,7 @@
       job.polls += 1;
       job.offset = body.next_offset;
       appendOutput(body.data);
+      showProgress(body.progress);
       ui.log.dataset.polls = String(job.polls);
       showJob(body.job);
       if (body.done) {
@@ -140,6 +143,19 @@
     if (atBottom) log.scrollTop = log.scrollHeight;
     const lines = lineCount(current.text);
     ui.lines.textContent = `${lines} line${lines === 1 ? '' : 's'}, ${formatBytes(current.bytes)}`;
+  }
+
+  // The bar, when the job reports how far it has got; hidden for a job that reports nothing.
+  function showProgress(p) {
+    if (!p || !(p.total > 0)) {
+      ui.progress.hidden = true;
+      return;
+    }
+    const percent = Math.min(100, Math.floor((p.done * 100) / p.total));
+    ui.progressBar.value = percent;
+    ui.progressBar.dataset.percent = String(percent);
+    ui.progressText.textContent = `${p.done}/${p.total} ${p.message || ''}`.trim(); // text, never HTML
+    ui.progress.hidden = false;
   }
 
   function showJob(job) {

@@ -43,6 +43,9 @@ $h = fn (string $s): string => htmlspecialchars($s, ENT_QUOTES);
     <div><span class="label">State</span> <span id="state" class="badge" data-state="idle">idle</span></div>
     <div><span class="label">Time</span> <span id="elapsed">–</span></div>
     <div><span class="label">Output</span> <span id="lines">0 lines</span></div>
+    <div id="progress" class="progress" hidden><span class="label">Progress</span>
+      <progress id="progress-bar" max="100" value="0" data-percent="0"></progress>
+      <span id="progress-text"></span></div>
   </section>
 
   <pre id="log" class="log" data-polls="0" aria-label="Build output" aria-live="polite"></pre>

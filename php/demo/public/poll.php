@@ -31,5 +31,6 @@ send_json(200, [
     'data' => $chunk['data'],
     'next_offset' => $chunk['next_offset'],
     'done' => $chunk['done'],
+    'progress' => $chunk['progress'] ?? null, // {done, total, message}, or null: no bar
     'job' => job_summary($job),
 ]);
