@@ -190,7 +190,9 @@ final class Client
      * Returns the job object: id, name, state, exit_code, command, workdir, backend, backend_ref,
      * user, pid, attempt, created_at, started_at, finished_at, output_path, queue, after (IDs or
      * null; after_any is true when given), not_before, rerun_of, reason (why it waits, or why it
-     * ended without running; else null).
+     * ended without running; else null), host (where it runs), and once there is one: progress
+     * (done, total, message, updated_at: what the job last reported) and hook (program,
+     * started_at, exit_code, finished_at: its on_finish or on_failure hook).
      *
      * @return array<string, mixed>
      *
@@ -206,7 +208,8 @@ final class Client
 
     /**
      * Returns up to $limit bytes of what the job printed, starting at byte $offset, as
-     * ['data' => string, 'next_offset' => int, 'done' => bool, 'state' => string, ...].
+     * ['data' => string, 'next_offset' => int, 'done' => bool, 'state' => string, ...], and
+     * 'progress' when the job reports it, so that one poll gets the bytes and the bar.
      * Poll with next_offset until done is true: then nothing more will ever come.
      *
      * @return array<string, mixed>

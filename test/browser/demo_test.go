@@ -197,6 +197,21 @@ func TestDemoInBrowser(t *testing.T) {
 		shots.take(t, b, "build-failed")
 	})
 
+	t.Run("a job that reports no progress: no bar, the page works", func(t *testing.T) {
+		b := b.with(t)
+		out, stderr, code := s.with(t).direct("schedule", "--workdir", "/", "--", "sh", "-c", "echo quiet job; sleep 1")
+		id := strings.TrimSpace(out)
+		if code != 0 || !idPattern.MatchString(id) {
+			t.Fatalf("schedule: exit %d %q %q", code, out, stderr)
+		}
+		// A new query string makes it a new page load, which reads the #job= hash.
+		b.navigate(s.url + "?follow=" + id + "#job=" + id)
+		p := b.waitPage(30*time.Second, "the quiet job's result", func(p page) bool { return p.JobID == id && p.ResultShown })
+		if p.ResultState != "succeeded" || p.Log != "quiet job\n" || p.ProgressShown {
+			t.Errorf("a job without progress: %v, bar shown %v (%q)", p, p.ProgressShown, p.ProgressText)
+		}
+	})
+
 	if errs := b.consoleErrors(); len(errs) > 0 {
 		t.Errorf("the page logged errors in the browser console:\n%s", strings.Join(errs, "\n"))
 	}

@@ -4,10 +4,12 @@ package spool
 
 import (
 	"encoding/json"
+	"fmt"
 	"os"
 	"path/filepath"
 	"slices"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -114,5 +116,59 @@ func TestSpoolQueueOrderAfterLateDrain(t *testing.T) {
 	}
 	if !slices.IsSortedFunc(starts, func(a, b time.Time) int { return a.Compare(b) }) {
 		t.Errorf("the queue started its jobs out of creation order: %v", starts)
+	}
+}
+
+// Hooks come from the worker's config alone: a request that names one is refused and runs
+// nothing; a spool job that the worker finds lost (its wrapper and job killed) gets its
+// on_failure hook from the worker, once, with no status call from anyone.
+func TestSpoolHooks(t *testing.T) {
+	bin := requireIntegration(t, 0)
+	w := newWorld(t, bin)
+	hook := filepath.Join(w.root, "hook.sh")
+	itest.Must(t, os.WriteFile(hook, []byte("#!/bin/sh\necho \"$CMESH_RUN_JOB_ID $CMESH_RUN_JOB_STATE $(id -un)\" >> \"$(dirname \"$0\")/markers/hooks\"\n"), 0o755))
+	site := w.attackSite(fmt.Sprintf("on_failure = [%q]", hook))
+	marks := filepath.Join(site.markers, "hooks")
+
+	named := newRequestID()
+	w.putRequest(named, map[string]any{"profile": "quick", "args": map[string]string{"word": "x"},
+		"on_finish": []string{"/bin/sh", "-c", "touch " + filepath.Join(site.markers, "planted")}})
+	if r, late := w.cliWithin(&w.worker, 30*time.Second, "drain"); late || r.exit != 0 {
+		t.Fatalf("drain: %v", r)
+	}
+	if a := w.answer(nil, named, 5*time.Second); a.Error == nil || a.Error.Code != "usage" || a.ID != "" {
+		t.Errorf("a request naming a hook: %+v, want a usage error and no job", a)
+	}
+
+	wp := w.startWorkerAs(&w.worker, "100ms")
+	nap := newRequestID()
+	w.putRequest(nap, map[string]any{"profile": "nap", "args": map[string]string{"secs": "300"}})
+	a := w.answered(wp, nap, 10*time.Second)
+	var rec struct {
+		State      string `json:"state"`
+		WrapperPID int    `json:"wrapper_pid"`
+		PID        *int   `json:"pid"`
+	}
+	itest.Poll(t, 30*time.Second, "the nap job to run", func() (bool, string) {
+		raw, _ := os.ReadFile(filepath.Join(w.stateDir, "jobs", a.ID+".json"))
+		_ = json.Unmarshal(raw, &rec)
+		return rec.State == "running" && rec.PID != nil, rec.State
+	})
+	_ = syscall.Kill(rec.WrapperPID, syscall.SIGKILL)
+	_ = syscall.Kill(-*rec.PID, syscall.SIGKILL)
+	// Nobody asks: the worker's sweep (every 5 s) finds it lost and starts the hook.
+	itest.Poll(t, 30*time.Second, "the worker to run the lost job's hook", func() (bool, string) {
+		b, _ := os.ReadFile(marks)
+		return strings.Contains(string(b), a.ID+" lost "+w.worker.Name), string(b)
+	})
+	if _, err := os.Stat(filepath.Join(site.markers, "planted")); err == nil {
+		t.Errorf("the hook a request named ran")
+	}
+	// The sweeps that follow (one every 5 s) find its hook claimed: watched for 6 s, it ran once.
+	for end := time.Now().Add(6 * time.Second); time.Now().Before(end); time.Sleep(200 * time.Millisecond) {
+		b, _ := os.ReadFile(marks)
+		if n := strings.Count(string(b), a.ID+" "); n != 1 {
+			t.Fatalf("the lost job's hook ran %d times:\n%s", n, b)
+		}
 	}
 }

@@ -470,6 +470,12 @@ func takeSnapshot(t *testing.T, w *world) snapshot {
 func nothingNew(t *testing.T, before, after snapshot) {
 	t.Helper()
 	for _, f := range after.files {
+		// A job from before may go on making its own files (its wrapper makes its progress
+		// file, its hook's output): only a file of a job that did not exist counts.
+		id := strings.TrimSuffix(strings.TrimSuffix(strings.TrimSuffix(f, ".progress"), ".hook"), ".out")
+		if id != f && slices.Contains(before.files, id+".out") {
+			continue
+		}
 		if !slices.Contains(before.files, f) {
 			t.Errorf("a refused call left %s in the state dir", f)
 		}
