@@ -54,7 +54,8 @@ func ReadProgress(path string) *Progress {
 	}
 	for i := len(lines) - 1; i >= 0; i-- {
 		if p, ok := ParseProgress(lines[i]); ok {
-			p.UpdatedAt = st.ModTime().UTC()
+			// Whole seconds: what every reader (PHP's stat too) can say alike.
+			p.UpdatedAt = st.ModTime().UTC().Truncate(time.Second)
 			return &p
 		}
 	}

@@ -395,3 +395,30 @@ echo "3/4 deploying" >> "$p"; sleep 30`)
 	}
 	e.must("cancel", "--grace", "1s", id)
 }
+
+// A wrapper killed while its job's hook runs: the hook is claimed, so nobody runs it again, and
+// the record says it started and never said how it ended.
+func TestHookNotRerunAfterItsWrapperDied(t *testing.T) {
+	l := newHookLab(t, `on_finish = ["HOOK", "finish", "slow"]`+"\n")
+	id := l.schedule(nil, "true")
+	waitFor(t, startDeadline, "the hook to start", func() bool { return len(l.runsOf(id)) == 1 })
+	var rec struct {
+		WrapperPID int `json:"wrapper_pid"`
+	}
+	b, _ := os.ReadFile(filepath.Join(l.state, "jobs", id+".json"))
+	itest.Must(t, json.Unmarshal(b, &rec))
+	itest.Must(t, syscall.Kill(rec.WrapperPID, syscall.SIGKILL))
+	waitFor(t, 10*time.Second, "the wrapper to die", func() bool { return !itest.Alive(rec.WrapperPID) })
+	for i := 0; i < 3; i++ {
+		l.run("status", id)
+		l.run("list")
+		l.run("prune", "--older-than", "30d")
+	}
+	j := l.status(id)
+	if j.State != "succeeded" || j.Hook == nil || j.Hook.FinishedAt != nil {
+		t.Errorf("job %s hook %+v: want succeeded, its hook started and never finished", j.State, j.Hook)
+	}
+	if got := l.runsOf(id); len(got) != 1 {
+		t.Errorf("hook runs %q after its wrapper died: want the one run", got)
+	}
+}

@@ -489,7 +489,17 @@ printf 'split \303'; sleep 0.2; printf '\251 done';
 		return s.State == "lost", s.String()
 	})
 
-	for _, id := range []string{j.ID, failed.ID, lost.ID} {
+	// A job that reported its progress (malformed lines after the good one).
+	prog := w.schedule(nil, "--backend", "direct", "--", "sh", "-c", `printf '1/5 start\n2/5 half way \303\251\nnoise\n7/5 no\n' > "$CMESH_RUN_PROGRESS"; echo x`)
+	w.waitFinished(nil, prog.ID, 10*time.Second)
+	var pchunk, cchunk map[string]any
+	itest.Must(t, json.Unmarshal(w.php(`return $c->log($args, 0, 1048576);`, prog.ID), &pchunk))
+	itest.Must(t, json.Unmarshal([]byte(w.cli(nil, "log", "--json", prog.ID).stdout), &cchunk))
+	if !reflect.DeepEqual(pchunk, cchunk) || cchunk["progress"] == nil {
+		t.Errorf("log of a job with progress:\n php %v\n cli %v", pchunk, cchunk)
+	}
+
+	for _, id := range []string{j.ID, failed.ID, lost.ID, prog.ID} {
 		var php, cli map[string]any
 		itest.Must(t, json.Unmarshal(w.php(`return $c->status($args);`, id), &php))
 		itest.Must(t, json.Unmarshal([]byte(w.cli(nil, "status", "--json", id).stdout), &cli))
