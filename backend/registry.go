@@ -28,6 +28,10 @@ type Entry struct {
 	// Auto tells whether auto may pick be now, with the reason either
 	// way, in words for doctor ("atd runs and lets www-data use it").
 	Auto func(be Backend, user string) (ok bool, why string)
+	// Remote: the backend's probe can tell of a job whose wrapper runs
+	// on another host (a cluster's scheduler can). Another backend's
+	// probe sees only this machine: for such a job it is not asked.
+	Remote bool
 }
 
 var (
@@ -89,10 +93,25 @@ func Probe(env func() Env) status.Probe {
 		if !ok {
 			if e, found := Lookup(r.Backend); found {
 				p = e.New(env()).Probe()
+				if !e.Remote {
+					p = localOnly(p)
+				}
 			}
 			probes[r.Backend] = p
 		}
 		if p == nil {
+			return status.Held(true), nil
+		}
+		return p(r)
+	}
+}
+
+// localOnly is the probe of a backend that sees only this machine: a job
+// whose wrapper runs on another host (a state dir other hosts share) is
+// taken as held, since nothing here can tell.
+func localOnly(p status.Probe) status.Probe {
+	return func(r *status.Record) (status.Seen, error) {
+		if !r.Local() {
 			return status.Held(true), nil
 		}
 		return p(r)

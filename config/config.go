@@ -364,24 +364,27 @@ func Parse(data []byte, c *Config) error {
 	return nil
 }
 
-// slurmOwned are the sbatch options the slurm backend sets itself: the
-// output file, the environment, the requeue rule and the job's identity
-// are what its records rely on.
-var slurmOwned = []string{"--output", "-o", "--error", "-e", "--open-mode", "--export", "--export-file", "--requeue", "--no-requeue",
-	"--comment", "--parsable", "--wrap", "--chdir", "-D", "--uid", "--gid", "--input", "-i", "--array", "-a", "--wait", "-W", "--get-user-env"}
+// slurmOwned are the sbatch options the slurm backend sets itself, or
+// that would undo what its records rely on: the output file, the
+// environment, the requeue rule, the job's identity (name, comment,
+// cluster), its limits (--memory-max, the timeout's --time) and its start.
+var slurmOwned = []string{"--output", "--error", "--open-mode", "--export", "--export-file", "--requeue", "--no-requeue",
+	"--comment", "--parsable", "--wrap", "--chdir", "--uid", "--gid", "--input", "--array", "--wait", "--get-user-env",
+	"--job-name", "--clusters", "--cluster-constraint", "--mem", "--mem-per-cpu", "--mem-per-gpu", "--time", "--time-min",
+	"--begin", "--hold", "--signal", "--deadline", "--kill-on-invalid-dep", "--ntasks", "--test-only", "--quiet"}
 
 func checkSlurm(s backend.Cluster, data []byte) error {
 	for _, o := range s.Options {
 		name, _, _ := strings.Cut(o, "=")
-		if !strings.HasPrefix(o, "-") {
-			return fmt.Errorf("line %d: key \"slurm.options\": %q is not an sbatch option (want e.g. \"--cpus-per-task=2\")", lineOf(data, "options"), o)
+		if !strings.HasPrefix(o, "--") || len(name) < 3 {
+			return fmt.Errorf("line %d: key \"slurm.options\": %q: give sbatch options in their long form, --name=value (e.g. \"--cpus-per-task=2\")", lineOf(data, "options"), o)
 		}
-		// A short option may carry its value: "-o/tmp/x".
-		if len(o) >= 2 && o[1] != '-' {
-			name = o[:2]
-		}
-		if slices.Contains(slurmOwned, name) {
-			return fmt.Errorf("line %d: key \"slurm.options\": %s is cmesh-run's to set", lineOf(data, "options"), name)
+		// sbatch takes any unambiguous start of a long option ("--ou" is
+		// --output): a name that starts one of ours is one of ours.
+		for _, own := range slurmOwned {
+			if strings.HasPrefix(own, name) {
+				return fmt.Errorf("line %d: key \"slurm.options\": %s is cmesh-run's to set (%s)", lineOf(data, "options"), name, own)
+			}
 		}
 	}
 	for _, v := range []struct{ key, v string }{{"partition", s.Partition}, {"account", s.Account}} {

@@ -123,6 +123,17 @@ func (s *Service) stopRemote(rec *status.Record, who Caller, grace time.Duration
 			WithHint("cancel it on %s", *rec.Host)
 	}
 	if err := sb.Stop(*rec.BackendRef); err != nil {
+		// Nothing was asked of the job: the request goes, so that it can be
+		// tried again and a later end is not taken for this cancel.
+		if st, serr := s.Store(false); serr == nil {
+			if lock, lerr := st.Lock(rec.ID); lerr == nil {
+				if fresh, ferr := st.Load(rec.ID); ferr == nil && !fresh.State.Finished() {
+					fresh.Cancel = nil
+					_ = st.Save(fresh)
+				}
+				status.Unlock(lock)
+			}
+		}
 		return errs.Errorf(errs.Unavailable, "cannot stop job %s through %s: %v", rec.ID, rec.Backend, err).
 			WithHint("check the cluster (scontrol ping), or cancel as the user the job runs as (%s), or as root", rec.User)
 	}
@@ -149,11 +160,12 @@ func (s *Service) endCanceled(st *status.Store, rec *status.Record) error {
 	return st.SetActive(rec.ID, false)
 }
 
-// awaitEnd polls until job id has finished.
+// awaitEnd polls until job id has finished: every 20 ms, every 500 ms for
+// a job on another host (each look asks its cluster's controller).
 func (s *Service) awaitEnd(id string, within time.Duration) error {
 	deadline := time.Now().Add(within)
 	for {
-		j, _, err := s.Get(id)
+		j, rec, err := s.Get(id)
 		if err != nil {
 			return err
 		}
@@ -167,6 +179,10 @@ func (s *Service) awaitEnd(id string, within time.Duration) error {
 			}
 			return errs.Errorf(errs.Internal, "job %s did not end within %v of the cancel", id, within).
 				WithHint("see cmesh-run status %s; ps -s %d shows what is left", id, pid)
+		}
+		if rec != nil && !rec.Local() {
+			time.Sleep(500 * time.Millisecond)
+			continue
 		}
 		time.Sleep(20 * time.Millisecond)
 	}

@@ -15,17 +15,15 @@ import (
 	"github.com/cmesh/cmesh-run/status"
 )
 
-// endedHook runs the hook of a job that ended without a wrapper to run it:
-// lost (the first reader that finds it so: status, list, prune, the
-// worker), or canceled before it started. Under the job's lock it records
-// the end (a lost job's, which only readers knew) and claims the hook,
-// then starts `cmesh-run _hook` detached, as the job's user: the reader
-// returns at once, and no other reader runs it again. Only the record's
-// owner, or root, may: the claim is a write.
+// endedHook settles a job that ended without a wrapper to say so: lost
+// (the first reader that finds it so: status, list, prune, the worker),
+// ended as only its backend saw (Slurm's record of it, which Slurm forgets
+// after a while), or canceled before it started. Under the job's lock it
+// records the end, claims the hook if the config names one, then starts
+// `cmesh-run _hook` detached, as the job's user: the reader returns at
+// once, and no other reader runs it again. Only the record's owner, or
+// root, may: these are writes.
 func (s *Service) endedHook(st *status.Store, id string) {
-	if !s.hasHooks() {
-		return
-	}
 	fi, err := os.Stat(st.RecordPath(id))
 	if err != nil {
 		return
@@ -46,7 +44,7 @@ func (s *Service) endedHook(st *status.Store, id string) {
 	h := s.Cfg.HooksFor(rec.ProfileName)
 	j := st.Derive(rec, s.Probe())
 	argv := hooks.For(h.OnFinish, h.OnFailure, j.State)
-	if len(argv) == 0 {
+	if !j.State.Finished() || (len(argv) == 0 && !remote(rec.Backend)) || (len(argv) == 0 && rec.State.Finished()) {
 		status.Unlock(lock)
 		return
 	}
@@ -59,13 +57,18 @@ func (s *Service) endedHook(st *status.Store, id string) {
 		}
 		rec.Job = j
 	}
-	rec.Hook = &status.HookRun{Argv0: argv[0], StartedAt: time.Now().UTC()}
+	if len(argv) > 0 {
+		rec.Hook = &status.HookRun{Argv0: argv[0], StartedAt: time.Now().UTC()}
+	}
 	err = st.Save(rec)
 	status.Unlock(lock)
 	if err != nil {
 		return
 	}
 	_ = st.SetActive(id, false)
+	if len(argv) == 0 {
+		return
+	}
 	exe, err := os.Executable()
 	if err != nil {
 		return
@@ -124,11 +127,20 @@ func (s *Service) hasHooks() bool {
 }
 
 // derive is st.Derive for the readers: a job found ended that its record
-// does not say ended (lost) gets its hook.
+// does not say ended (lost, or ended as only a cluster's scheduler saw)
+// is settled: its end recorded where only the scheduler knew it, its
+// hook started.
 func (s *Service) derive(st *status.Store, rec *status.Record, probe status.Probe) status.Job {
 	j := st.Derive(rec, probe)
-	if j.State.Finished() && !rec.State.Finished() && rec.Hook == nil {
+	if j.State.Finished() && !rec.State.Finished() && rec.Hook == nil && (s.hasHooks() || remote(rec.Backend)) {
 		s.endedHook(st, rec.ID)
 	}
 	return j
+}
+
+// remote tells whether backend name runs jobs on other hosts, whose end
+// its scheduler may forget.
+func remote(name string) bool {
+	e, ok := backend.Lookup(name)
+	return ok && e.Remote
 }

@@ -172,7 +172,7 @@ func (s *Slurm) Args(j backend.Job, memory string) []string {
 	if s.Cfg.Account != "" {
 		args = append(args, "--account="+s.Cfg.Account)
 	}
-	if m := TimeLimit(j.Spec); m > 0 {
+	if m := TimeLimit(j.Spec, time.Now()); m > 0 {
 		args = append(args, "--time="+strconv.Itoa(m))
 	}
 	if memory != "" {
@@ -192,20 +192,26 @@ func (s *Slurm) Args(j backend.Job, memory string) []string {
 // 60 s by default). A shorter delay waits on its node.
 const BeginAhead = 90 * time.Second
 
-// TimeLimit is Slurm's --time for spec in whole minutes: the longest the
-// wrapper can take when every attempt runs into its timeout, plus Margin,
-// rounded up; 0 (the partition's limit) without a timeout, or when the job
-// may wait on its node (for a slot, other jobs) for as long as it takes.
-func TimeLimit(spec status.Spec) int {
+// TimeLimit is Slurm's --time for spec, submitted at now, in whole
+// minutes: the longest the wrapper can take when every attempt runs into
+// its timeout, plus Margin, plus what a delayed job waits on its node
+// (up to BeginAhead, and a scheduler pass), rounded up; 0 (the
+// partition's limit) without a timeout, or when the job may wait on its
+// node (for a slot, other jobs) for as long as it takes.
+func TimeLimit(spec status.Spec, now time.Time) int {
 	if spec.Timeout <= 0 || spec.Slots > 0 || len(spec.After) > 0 {
 		return 0
+	}
+	var early time.Duration
+	if !spec.NotBefore.IsZero() {
+		early = min(max(spec.NotBefore.Sub(now), 0), BeginAhead) + time.Minute
 	}
 	g := spec.Grace
 	if g <= 0 {
 		g = status.DefaultGrace
 	}
 	n := time.Duration(spec.Retries + 1)
-	d := n*(spec.Timeout+g) + time.Duration(spec.Retries)*spec.RetryDelay + Margin
+	d := n*(spec.Timeout+g) + time.Duration(spec.Retries)*spec.RetryDelay + Margin + early
 	return int(math.Ceil(d.Minutes()))
 }
 
@@ -260,10 +266,12 @@ func MemoryArg(v string) (string, bool) {
 	return strconv.FormatUint((bytes+1023)/1024, 10) + "K", true
 }
 
-// EnforcesMemory tells from `scontrol show config` whether --mem is a
-// limit on this cluster.
+// EnforcesMemory tells from `scontrol show config` (which prints
+// cgroup.conf's settings too) whether --mem is a limit on this cluster:
+// task/cgroup limits memory only with ConstrainRAMSpace=yes.
 func EnforcesMemory(cfg map[string]string) bool {
-	return strings.Contains(cfg["TaskPlugin"], "task/cgroup") || strings.Contains(cfg["JobAcctGatherParams"], "OverMemoryKill")
+	return strings.Contains(cfg["TaskPlugin"], "task/cgroup") && strings.EqualFold(cfg["ConstrainRAMSpace"], "yes") ||
+		strings.Contains(cfg["JobAcctGatherParams"], "OverMemoryKill")
 }
 
 // Config reads `scontrol show config` as keys and values.
@@ -389,7 +397,7 @@ func (s *Slurm) Probe() status.Probe {
 		}
 		if e, ok := q[ref.JobID]; ok && e.Comment == Comment(r.ID) {
 			if !Ended(e.State) {
-				return status.Held(true), nil
+				return status.Seen{Held: true, Why: pendingWhy(e)}, nil
 			}
 			if info, err := s.Show(ref.JobID); err == nil && info.Comment == Comment(r.ID) {
 				return SeenEnd(r, info), nil
@@ -399,8 +407,27 @@ func (s *Slurm) Probe() status.Probe {
 		if info, ok := s.Completion(ref.JobID, r); ok {
 			return SeenEnd(r, info), nil
 		}
+		if s.UID != 0 && r.User != s.User {
+			// With PrivateData=jobs Slurm hides other users' jobs: not
+			// seeing one says nothing.
+			return status.Held(true), nil
+		}
 		return status.Held(false), nil
 	}
+}
+
+// pendingWhy is Slurm's reason for a job it holds back for something that
+// may never come (a time limit over the partition's, a missing account),
+// for the job's reason; "" for the usual waits.
+func pendingWhy(j Job) string {
+	switch j.Reason {
+	case "", "None", "Priority", "Resources", "BeginTime", "Dependency", "JobHeldUser", "Prolog", "ReqNodeNotAvail":
+		return ""
+	}
+	if strings.HasPrefix(j.State, "PENDING") {
+		return "slurm: PENDING (" + j.Reason + ")"
+	}
+	return ""
 }
 
 // Job is what Slurm says of one job.
@@ -411,20 +438,23 @@ type Job struct {
 	Submit   time.Time
 }
 
-// Ended tells whether a Slurm job state is final: nothing more runs.
+// Ended tells whether a Slurm job state is final: nothing more runs. Only
+// the states Slurm documents as final count; anything else (a state or
+// flag this code does not know) is taken as still held, never as gone.
 func Ended(state string) bool {
 	switch strings.TrimSuffix(strings.Fields(state + " x")[0], "+") {
-	case "PENDING", "RUNNING", "COMPLETING", "CONFIGURING", "SUSPENDED", "REQUEUED", "REQUEUE_HOLD",
-		"REQUEUE_FED", "RESIZING", "SIGNALING", "STAGE_OUT", "STOPPED", "RESV_DEL_HOLD", "SPECIAL_EXIT", "POWER_UP_NODE":
-		return false
+	case "BOOT_FAIL", "CANCELLED", "COMPLETED", "DEADLINE", "FAILED", "NODE_FAIL", "OUT_OF_MEMORY", "PREEMPTED", "TIMEOUT", "REVOKED":
+		return true
 	}
-	return true
+	return false
 }
 
 // Queue lists the jobs the controller knows (every user's, finished ones
 // until MinJobAge), by job ID.
 func (s *Slurm) Queue() (map[string]Job, error) {
-	out, err := s.command(s.Squeue, "--noheader", "--states=all", "--format=%i|%T|%r|%N|%k").Output()
+	// --all: jobs of hidden partitions, and of partitions closed to the
+	// caller's group, are jobs too.
+	out, err := s.command(s.Squeue, "--all", "--noheader", "--states=all", "--format=%i|%T|%r|%N|%k").Output()
 	if err != nil {
 		return nil, fmt.Errorf("squeue: %v", err)
 	}
@@ -465,7 +495,7 @@ func ParseShow(out []byte) Job {
 	}
 	j := Job{ID: kv["JobId"], State: kv["JobState"], Reason: kv["Reason"], Nodes: kv["NodeList"],
 		Comment: kv["Comment"], Name: kv["JobName"], ExitCode: kv["ExitCode"]}
-	j.Submit, _ = time.ParseInLocation("2006-01-02T15:04:05", kv["SubmitTime"], time.Local)
+	j.Submit, _ = time.ParseInLocation("2006-01-02T15:04:05", kv["SubmitTime"], time.UTC) // the clients run with TZ=UTC
 	return j
 }
 
@@ -492,9 +522,10 @@ func (s *Slurm) Completion(id string, r *status.Record) (Job, bool) {
 			continue
 		}
 		j := Job{ID: f[0], State: f[1], ExitCode: f[2], Nodes: f[3], Name: f[4]}
-		if t, err := time.ParseInLocation("2006-01-02T15:04:05", f[5], time.Local); err == nil {
-			// Slurm keeps whole seconds; the record was made just before.
-			if t.Before(r.CreatedAt.Truncate(time.Second)) {
+		if t, err := time.ParseInLocation("2006-01-02T15:04:05", f[5], time.UTC); err == nil {
+			// Slurm keeps whole seconds; the record was made just before
+			// sbatch ran, never long before.
+			if t.Before(r.CreatedAt.Truncate(time.Second)) || t.After(r.CreatedAt.Add(submitGrace)) {
 				continue
 			}
 			j.Submit = t
@@ -573,7 +604,7 @@ func signalName(sig int) string {
 
 func init() {
 	backend.Register(backend.Entry{
-		Name: "slurm", Rank: 50,
+		Name: "slurm", Rank: 50, Remote: true,
 		New: func(e backend.Env) backend.Backend { return New(e) },
 		// auto never sends a job off this machine: a cluster is chosen by
 		// name, in the config or with --backend.

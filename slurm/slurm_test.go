@@ -102,9 +102,23 @@ func TestTimeLimit(t *testing.T) {
 		{status.Spec{Timeout: time.Minute, Slots: 1}, 0},
 		{status.Spec{Timeout: time.Minute, After: []string{"x"}}, 0},
 	} {
-		if got := TimeLimit(c.spec); got != c.want {
+		if got := TimeLimit(c.spec, time.Now()); got != c.want {
 			t.Errorf("TimeLimit(%+v) = %d, want %d", c.spec, got, c.want)
 		}
+	}
+}
+
+// A delayed job waits on its node for up to BeginAhead: its limit counts that wait.
+func TestTimeLimitOfADelayedJob(t *testing.T) {
+	now := time.Now()
+	spec := status.Spec{Timeout: time.Minute, Grace: 10 * time.Second, NotBefore: now.Add(80 * time.Second)}
+	// 80 s on the node, a scheduler pass of 60 s, 60 s + 10 s, 30 s margin: 4 min.
+	if got := TimeLimit(spec, now); got != 4 {
+		t.Errorf("--in 80s --timeout 60s: %d minutes, want 4", got)
+	}
+	spec.NotBefore = now.Add(time.Hour) // held by Slurm until 90 s before
+	if got := TimeLimit(spec, now); got != 5 {
+		t.Errorf("--in 1h --timeout 60s: %d minutes, want 5 (90 s on the node at most)", got)
 	}
 }
 
@@ -119,14 +133,15 @@ func TestMemoryArg(t *testing.T) {
 			t.Errorf("MemoryArg(%q) = %q: took it", bad, got)
 		}
 	}
-	if !EnforcesMemory(map[string]string{"JobAcctGatherParams": "OverMemoryKill"}) || !EnforcesMemory(map[string]string{"TaskPlugin": "task/affinity,task/cgroup"}) ||
+	if !EnforcesMemory(map[string]string{"JobAcctGatherParams": "OverMemoryKill"}) || !EnforcesMemory(map[string]string{"TaskPlugin": "task/affinity,task/cgroup", "ConstrainRAMSpace": "yes"}) ||
+		EnforcesMemory(map[string]string{"TaskPlugin": "task/cgroup", "ConstrainRAMSpace": "no"}) ||
 		EnforcesMemory(map[string]string{"TaskPlugin": "task/none", "JobAcctGatherParams": "(null)"}) {
 		t.Error("EnforcesMemory")
 	}
 }
 
 func TestEnded(t *testing.T) {
-	for _, s := range []string{"PENDING", "RUNNING", "COMPLETING", "CONFIGURING", "SUSPENDED", "RUNNING+"} {
+	for _, s := range []string{"PENDING", "RUNNING", "COMPLETING", "CONFIGURING", "SUSPENDED", "RUNNING+", "EXPEDITING", "LAUNCH_FAILED", "UPDATE_DB", "SOMETHING_NEW"} {
 		if Ended(s) {
 			t.Errorf("%s: ended", s)
 		}

@@ -94,6 +94,10 @@ func (s *Store) derive(r *Record, probe Probe) Job {
 		}
 		seen, err := probe(r)
 		if err != nil || seen.Held {
+			if seen.Why != "" && j.Reason == nil {
+				// Held back for what may never come: say so.
+				j.Reason = Ptr(seen.Why)
+			}
 			return j
 		}
 		// Gone from the queue: either it started (re-read) or it never will.

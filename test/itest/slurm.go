@@ -68,10 +68,13 @@ func StartCluster(t *testing.T) *Cluster {
 	if out, err := exec.Command("runuser", "-u", "munge", "--", "/usr/sbin/mungekey", "-c", "-k", filepath.Join(mdir, "munge.key")).CombinedOutput(); err != nil {
 		t.Fatalf("mungekey: %v: %s", err, out)
 	}
-	c.munged = exec.Command("runuser", "-u", "munge", "--", "/usr/sbin/munged", "--foreground",
+	// munged runs as munge, started directly (not through runuser, whose death would leave it).
+	c.munged = exec.Command("/usr/sbin/munged", "--foreground",
 		"--key-file="+filepath.Join(mdir, "munge.key"), "--socket="+c.MungeSocket(),
 		"--pid-file="+filepath.Join(mdir, "munged.pid"), "--log-file="+filepath.Join(mdir, "munged.log"),
 		"--seed-file="+filepath.Join(mdir, "munged.seed"))
+	mu := LookupAccount(t, "munge")
+	c.munged.SysProcAttr = &syscall.SysProcAttr{Credential: mu.Credential()}
 	c.start(c.munged, "munged")
 	Poll(t, 10*time.Second, "munged's socket", func() (bool, string) {
 		_, err := os.Stat(c.MungeSocket())
@@ -143,7 +146,14 @@ func (c *Cluster) start(cmd *exec.Cmd, name string) {
 	log, err := os.Create(filepath.Join(c.Dir, "log", name+".out"))
 	Must(c.t, err)
 	cmd.Stdout, cmd.Stderr = log, log
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if cmd.SysProcAttr == nil {
+		cmd.SysProcAttr = &syscall.SysProcAttr{}
+	}
+	cmd.SysProcAttr.Setpgid = true
+	// Should the test binary die without its cleanups (a -timeout panic), the daemons go with
+	// it: the kernel sends SIGKILL when the thread that started them ends, which for a test
+	// binary is its end (no goroutine of the harness locks an OS thread).
+	cmd.SysProcAttr.Pdeathsig = syscall.SIGKILL
 	Must(c.t, cmd.Start())
 	log.Close()
 	if !strings.HasPrefix(name, "slurmd-") {

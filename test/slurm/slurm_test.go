@@ -187,7 +187,8 @@ func TestSlurmBackend(t *testing.T) {
 }
 
 func testSbatch(t *testing.T, l *lab) {
-	id := l.schedule(t, []string{"--name", "sbatch-args", "--timeout", "50s", "--grace", "5s"}, "sleep", "3")
+	release, wait := gate(t, l, "sbatch-args")
+	id := l.schedule(t, []string{"--name", "sbatch-args", "--timeout", "50s", "--grace", "5s"}, "sh", "-c", wait)
 	j := l.running(t, id)
 	ref := *j.BackendRef
 	if !strings.HasSuffix(ref, "@"+l.c.Name) {
@@ -205,6 +206,7 @@ func testSbatch(t *testing.T, l *lab) {
 			t.Errorf("scontrol show job: %s=%q, want %q", key, got, want)
 		}
 	}
+	openGate(t, release)
 	l.finish(t, id, time.Minute)
 	// The job's environment is SPEC's, none of Slurm's SLURM_* variables.
 	id = l.schedule(t, nil, "env")
@@ -216,11 +218,26 @@ func testSbatch(t *testing.T, l *lab) {
 	}
 }
 
+// gate is a file the jobs of a test wait for, so that they run at the same time however slow
+// the machine is; the test creates it to let them end.
+func gate(t *testing.T, l *lab, name string) (path, script string) {
+	path = filepath.Join(l.c.Dir, name)
+	return path, `while [ ! -e ` + path + ` ]; do sleep 0.05; done`
+}
+
+func openGate(t *testing.T, path string) { itest.Must(t, os.WriteFile(path, nil, 0o644)) }
+
 func testBothNodes(t *testing.T, l *lab) {
+	release, wait := gate(t, l, "both-nodes")
 	var ids []string
 	for i := 0; i < 8; i++ {
-		ids = append(ids, l.schedule(t, nil, "sh", "-c", "hostname; sleep 2"))
+		ids = append(ids, l.schedule(t, nil, "sh", "-c", "hostname; "+wait))
 	}
+	// All eight run at once: the least loaded node takes each.
+	for _, id := range ids {
+		l.running(t, id)
+	}
+	openGate(t, release)
 	hosts := map[string]int{}
 	for _, id := range ids {
 		j := l.finish(t, id, 2*time.Minute)
@@ -242,7 +259,8 @@ func testBothNodes(t *testing.T, l *lab) {
 // testRemoteLiveness: the record's PIDs are the node's. Here the same numbers name other
 // processes or none, and the job is still running as long as Slurm runs it.
 func testRemoteLiveness(t *testing.T, l *lab) {
-	id := l.schedule(t, nil, "sleep", "4")
+	release, wait := gate(t, l, "liveness")
+	id := l.schedule(t, nil, "sh", "-c", wait)
 	j := l.running(t, id)
 	var rec struct {
 		WrapperPID int `json:"wrapper_pid"`
@@ -262,19 +280,27 @@ func testRemoteLiveness(t *testing.T, l *lab) {
 			t.Fatalf("status while Slurm runs the job: %s, want running", j.State)
 		}
 	}
+	openGate(t, release)
 	expect(t, l.finish(t, id, time.Minute), "succeeded", 0, "")
 }
 
 func testLimits(t *testing.T, l *lab) {
 	// 300 MB in a shell variable, 64 MB allowed: Slurm's OverMemoryKill ends the whole job.
-	id := l.schedule(t, []string{"--memory-max", "64M"}, "sh", "-c", `sleep 1; x=$(head -c 300000000 /dev/zero | tr '\0' a); sleep 20`)
-	j := l.running(t, id)
+	id := l.schedule(t, []string{"--memory-max", "64M"}, "sh", "-c", `x=$(head -c 300000000 /dev/zero | tr '\0' a); sleep 20`)
+	// Slurm keeps an ended job's details for MinJobAge (60 s here).
+	j := l.finish(t, id, time.Minute)
 	if got := l.scontrol(t, j, "MinMemoryNode"); got != "64M" {
 		t.Errorf("--memory-max 64M reached Slurm as MinMemoryNode=%q, want 64M", got)
 	}
-	j = l.finish(t, id, time.Minute)
 	if j.State != "failed" || j.Signal != "KILL" || j.Reason == nil || !strings.Contains(*j.Reason, "slurm") {
 		t.Errorf("a job over its memory limit: %v, reason %v; want failed by KILL with Slurm's reason", j, j.Reason)
+	}
+	// Slurm forgets the job after MinJobAge: the first reader recorded the end it saw.
+	var rec struct{ State string }
+	b, err := os.ReadFile(filepath.Join(l.state, "jobs", id+".json"))
+	itest.Must(t, err)
+	if json.Unmarshal(b, &rec) != nil || rec.State != "failed" {
+		t.Errorf("the record of the job Slurm killed says %q, want failed (written by the reader that saw it end)", rec.State)
 	}
 	// A CPU quota Slurm cannot enforce: refused, nothing queued.
 	out, stderr, code := l.cli("schedule", "--backend", "slurm", "--cpu-quota", "50%", "--", "true")
