@@ -19,6 +19,7 @@ import (
 	"github.com/cmesh/cmesh-run/backend"
 	"github.com/cmesh/cmesh-run/errs"
 	"github.com/cmesh/cmesh-run/proc"
+	"github.com/cmesh/cmesh-run/status"
 )
 
 // DefaultPath is where the config lives when nobody says otherwise.
@@ -153,9 +154,8 @@ type Profile struct {
 	HookTimeout Duration `toml:"hook_timeout"`
 }
 
-// DefaultHookTimeout is how long a hook may run before its whole tree is
-// killed, unless the config says otherwise.
-const DefaultHookTimeout = 30 * time.Second
+// DefaultHookTimeout is the hook_timeout of a config that sets none.
+const DefaultHookTimeout = status.DefaultHookTimeout
 
 // Hooks are the programs to run when a job ends: OnFinish after every
 // end, OnFailure instead after a failed, timed out or lost one; each an

@@ -166,12 +166,12 @@ func reapLeftovers(self int, before map[int]bool) {
 	deadline := time.Now().Add(time.Second)
 	for time.Now().Before(deadline) {
 		left := slices.DeleteFunc(proc.Descendants(self), func(p int) bool { return before[p] })
+		if len(left) == 0 {
+			return
+		}
 		for _, p := range left {
 			var ws syscall.WaitStatus
 			_, _ = syscall.Wait4(p, &ws, syscall.WNOHANG, nil)
-		}
-		if len(slices.DeleteFunc(proc.Descendants(self), func(p int) bool { return before[p] })) == 0 {
-			return
 		}
 		time.Sleep(20 * time.Millisecond)
 	}

@@ -383,37 +383,52 @@ const submitGrace = time.Minute
 // that Slurm says has ended, to learn how.
 func (s *Slurm) Probe() status.Probe {
 	queue := sync.OnceValues(s.Queue)
+	// A reader asks twice of a job that ended (is it held? how did it
+	// end?): scontrol and sacct run once per job.
+	ended := map[string]status.Seen{}
 	return func(r *status.Record) (status.Seen, error) {
-		if r.BackendRef == nil {
-			return status.Held(time.Since(r.CreatedAt) < submitGrace), nil
+		if seen, ok := ended[r.ID]; ok {
+			return seen, nil
 		}
-		ref, ok := ParseRef(*r.BackendRef)
-		if !ok {
-			return status.Held(false), nil
+		seen, err := s.probe(r, queue)
+		if err == nil && !seen.Held {
+			ended[r.ID] = seen
 		}
-		q, err := queue()
-		if err != nil {
-			return status.Held(true), err
-		}
-		if e, ok := q[ref.JobID]; ok && e.Comment == Comment(r.ID) {
-			if !Ended(e.State) {
-				return status.Seen{Held: true, Why: pendingWhy(e)}, nil
-			}
-			if info, err := s.Show(ref.JobID); err == nil && info.Comment == Comment(r.ID) {
-				return SeenEnd(r, info), nil
-			}
-			return SeenEnd(r, e), nil
-		}
-		if info, ok := s.Completion(ref.JobID, r); ok {
-			return SeenEnd(r, info), nil
-		}
-		if s.UID != 0 && r.User != s.User {
-			// With PrivateData=jobs Slurm hides other users' jobs: not
-			// seeing one says nothing.
-			return status.Held(true), nil
-		}
+		return seen, err
+	}
+}
+
+// probe is one answer of Probe's, with queue the controller's list.
+func (s *Slurm) probe(r *status.Record, queue func() (map[string]Job, error)) (status.Seen, error) {
+	if r.BackendRef == nil {
+		return status.Held(time.Since(r.CreatedAt) < submitGrace), nil
+	}
+	ref, ok := ParseRef(*r.BackendRef)
+	if !ok {
 		return status.Held(false), nil
 	}
+	q, err := queue()
+	if err != nil {
+		return status.Held(true), err
+	}
+	if e, ok := q[ref.JobID]; ok && e.Comment == Comment(r.ID) {
+		if !Ended(e.State) {
+			return status.Seen{Held: true, Why: pendingWhy(e)}, nil
+		}
+		if info, err := s.Show(ref.JobID); err == nil && info.Comment == Comment(r.ID) {
+			return SeenEnd(r, info), nil
+		}
+		return SeenEnd(r, e), nil
+	}
+	if info, ok := s.Completion(ref.JobID, r); ok {
+		return SeenEnd(r, info), nil
+	}
+	if s.UID != 0 && r.User != s.User {
+		// With PrivateData=jobs Slurm hides other users' jobs: not
+		// seeing one says nothing.
+		return status.Held(true), nil
+	}
+	return status.Held(false), nil
 }
 
 // pendingWhy is Slurm's reason for a job it holds back for something that

@@ -17,6 +17,9 @@ import (
 const (
 	DefaultGrace      = 10 * time.Second
 	DefaultRetryDelay = 10 * time.Second
+	// DefaultHookTimeout is how long a job's hook may run before its
+	// whole tree is killed, unless the config says otherwise.
+	DefaultHookTimeout = 30 * time.Second
 )
 
 // Spec is what the wrapper needs besides the argv: it travels on the

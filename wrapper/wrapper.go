@@ -442,7 +442,7 @@ func (w *wrap) hook(j status.Job) {
 	j = w.st.Derive(rec, nil)
 	timeout := w.spec.HookTimeout
 	if timeout <= 0 {
-		timeout = 30 * time.Second
+		timeout = status.DefaultHookTimeout
 	}
 	if err := hooks.Exec(w.st, j, argv, hooks.Env(w.spec.Env, j), timeout); err != nil {
 		fmt.Fprintf(os.Stderr, "cmesh-run: wrapper: hook: %v\n", err)
